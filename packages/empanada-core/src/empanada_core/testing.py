@@ -1,0 +1,91 @@
+"""Helpers for tests of empanada packages: partition equality and real-data lookup.
+
+Imported explicitly (``from empanada_core.testing import ...``); pytest is
+imported only by :func:`data_path` when it skips.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["assert_same_partition", "partition_disagreement", "data_path", "find_data_dir"]
+
+DATA_ENV = "EMPANADA_DATA_DIR"
+
+
+def partition_disagreement(a, b):
+    """Fraction of foreground voxels on which two label images disagree as partitions.
+
+    Each id of ``a`` is paired with the id of ``b`` it overlaps most; voxels
+    outside those best pairs (and foreground mismatches) count as disagreeing.
+    0.0 means equal up to a renaming of ids.
+
+    Examples
+    --------
+    >>> partition_disagreement(np.array([0, 1, 1, 2]), np.array([0, 5, 5, 7]))
+    0.0
+    """
+    a = np.asarray(a).astype(np.int64).ravel()
+    b = np.asarray(b).astype(np.int64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    fg = (a > 0) | (b > 0)
+    total = int(fg.sum())
+    if total == 0:
+        return 0.0
+    pairs, counts = np.unique(np.stack([a[fg], b[fg]]), axis=1, return_counts=True)
+    valid = (pairs[0] > 0) & (pairs[1] > 0)
+    pairs, counts = pairs[:, valid], counts[valid]
+    # best partner of each id of a, and of each id of b; agreeing pairs are mutual bests
+    order = np.lexsort((-counts, pairs[0]))
+    best_a = np.zeros(len(counts), bool)
+    best_a[order[np.r_[True, pairs[0][order][1:] != pairs[0][order][:-1]]]] = True
+    order = np.lexsort((-counts, pairs[1]))
+    best_b = np.zeros(len(counts), bool)
+    best_b[order[np.r_[True, pairs[1][order][1:] != pairs[1][order][:-1]]]] = True
+    agree = int(counts[best_a & best_b].sum())
+    return 1.0 - agree / total
+
+
+def assert_same_partition(a, b):
+    """Assert that two label images are equal up to a bijective renaming of ids."""
+    a = np.asarray(a).astype(np.int64).ravel()
+    b = np.asarray(b).astype(np.int64).ravel()
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {a.shape} and {b.shape}")
+    if not ((a > 0) == (b > 0)).all():
+        raise AssertionError(f"foregrounds differ at {int(((a > 0) != (b > 0)).sum())} voxels")
+    fg = a > 0
+    pairs = np.unique(np.stack([a[fg], b[fg]]), axis=1)
+    if len(np.unique(pairs[0])) != pairs.shape[1] or len(np.unique(pairs[1])) != pairs.shape[1]:
+        raise AssertionError(
+            f"partitions differ: {len(np.unique(pairs[0]))} and {len(np.unique(pairs[1]))} "
+            f"objects share {pairs.shape[1]} overlapping pairs"
+        )
+
+
+def find_data_dir():
+    """The shared real-data folder (``$EMPANADA_DATA_DIR`` or ``../shared/data``), or None."""
+    root = os.environ.get(DATA_ENV)
+    candidates = [Path(root)] if root else []
+    candidates += [p / "shared" / "data" for p in Path.cwd().resolve().parents]
+    candidates += [p / "shared" / "data" for p in Path(__file__).resolve().parents]
+    for base in candidates:
+        if base.is_dir():
+            return base
+    return None
+
+
+def data_path(name):
+    """Folder of one real EM dataset, or skip the calling test with the reason."""
+    base = find_data_dir()
+    if base is None or not (base / name).is_dir():
+        import pytest
+
+        pytest.skip(
+            f"real EM data '{name}' not found: set {DATA_ENV} or place it in ../shared/data"
+        )
+    return base / name
