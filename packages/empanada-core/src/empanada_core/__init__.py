@@ -28,10 +28,12 @@ _EXPORTS = {
     # slices -> 3D objects
     "StackAssembler": "_stack",
     "assemble_stack": "_stack",
+    "AssemblyResult": "_stack",
     # 3D filters
     "remove_small_objects": "_filters",
     "remove_pancakes": "_filters",
     "object_stats": "_filters",
+    "ObjectStats": "_filters",
     # ortho-plane consensus
     "ortho_consensus": "_consensus",
     "semantic_consensus": "_consensus",
