@@ -39,6 +39,8 @@ _EXPORTS = {
     "semantic_consensus": "_consensus",
     # metrics
     "contingency_table": "_metrics",
+    "Contingency": "_metrics",
+    "Matching": "_metrics",
     "match_instances": "_metrics",
     "instance_metrics": "_metrics",
     "panoptic_quality": "_metrics",
