@@ -138,7 +138,8 @@ class TestGroupPixels:
         mask = np.zeros((4, 4), bool)
         mask[0, 0] = True
         got = ec.group_pixels(np.array([[3, 3]]), offsets, mask=mask)
-        assert got.sum() == 1 and got[0, 0] == 1
+        assert got.sum() == 1
+        assert got[0, 0] == 1
         assert not ec.group_pixels(np.zeros((0, 2), int), offsets).any()
 
     def test_tie_goes_to_lower_index(self):
@@ -267,7 +268,8 @@ class TestPostprocess:
         truth = sk_label(sem[0] > 0.5, connectivity=2)
         # Every object lies inside the semantic mask and no ids leave class 1's range.
         assert ((pan > 0) == (sem[0] > 0.5)).all()
-        assert pan.max() < 2000 and pan[pan > 0].min() > 1000
+        assert pan.max() < 2000
+        assert pan[pan > 0].min() > 1000
         assert len(np.unique(pan)) - 1 >= truth.max()
 
     def test_semantic_only_has_no_instances(self):
@@ -278,7 +280,8 @@ class TestPostprocess:
     def test_crop_and_dtype(self):
         sem, ctr, off = synthetic_outputs(size=64)
         pan = ec.panoptic_postprocess(sem, ctr, off, out_shape=(50, 61))
-        assert pan.shape == (50, 61) and pan.dtype == np.uint32
+        assert pan.shape == (50, 61)
+        assert pan.dtype == np.uint32
 
     def test_fine_grid(self):
         sem, ctr, off = synthetic_outputs(size=64, stride=1)

@@ -143,7 +143,8 @@ def test_bbox_in_volume_axes_for_yz():
     for s in slices_of(vol, 2):
         asm.push(s)
     res = asm.finish()
-    assert res.bbox_min.tolist() == [[1, 2, 3]] and res.bbox_max.tolist() == [[4, 5, 8]]
+    assert res.bbox_min.tolist() == [[1, 2, 3]]
+    assert res.bbox_max.tolist() == [[4, 5, 8]]
 
 
 def test_multiclass_and_stuff():
@@ -184,7 +185,8 @@ def test_overflow_raises_or_drops_smallest():
         ec.assemble_stack([s], shape=(1, 1, 9), label_divisor=div, min_size=0, min_extent=0)
     out = ec.assemble_stack([s], shape=(1, 1, 9), label_divisor=div, min_size=0, min_extent=0,
                             on_overflow="drop")
-    assert out[0, 0, 4] == 0 and out[0, 0, 1] != out[0, 0, 6]
+    assert out[0, 0, 4] == 0
+    assert out[0, 0, 1] != out[0, 0, 6]
     assert sorted(np.unique(out).tolist()) == [0, 4, 5]
 
 
