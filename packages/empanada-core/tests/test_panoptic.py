@@ -8,8 +8,10 @@ import empanada_core as ec
 
 try:
     import torch
+
+    from empanada_core import _panoptic_torch as pt
 except ImportError:  # pragma: no cover - core alone
-    torch = None
+    torch = pt = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (core alone)")
 
@@ -120,7 +122,7 @@ class TestCenters:
         rng = np.random.default_rng(kernel)
         hmp = rng.random((23, 31)).astype(np.float32)
         ours = ec.find_instance_centers(hmp, threshold=0.3, nms_kernel=kernel)
-        theirs = ec.find_instance_centers(torch.from_numpy(hmp), threshold=0.3, nms_kernel=kernel)
+        theirs = pt.find_instance_centers(torch.from_numpy(hmp), threshold=0.3, nms_kernel=kernel)
         np.testing.assert_array_equal(ours, theirs.numpy())
 
 
@@ -157,7 +159,7 @@ class TestGroupPixels:
         centers = np.argwhere(rng.random((20, 24)) > 0.93)
         mask = rng.random((20, 24)) > 0.3
         a = ec.group_pixels(centers, offsets, center_stride=4, mask=mask)
-        b = ec.group_pixels(torch.from_numpy(centers), torch.from_numpy(offsets), center_stride=4,
+        b = pt.group_pixels(torch.from_numpy(centers), torch.from_numpy(offsets), center_stride=4,
                             mask=torch.from_numpy(mask))
         np.testing.assert_array_equal(a, b.numpy())
 
@@ -222,7 +224,7 @@ class TestMerge:
         ins = rng.integers(0, 9, (30, 30)) * np.isin(sem, [1, 2])
         kw = dict(label_divisor=50, thing_list=[1, 2], stuff_area=5)
         a = ec.merge_semantic_and_instance(sem, ins, **kw)
-        b = ec.merge_semantic_and_instance(torch.from_numpy(sem), torch.from_numpy(ins), **kw)
+        b = pt.merge_semantic_and_instance(torch.from_numpy(sem), torch.from_numpy(ins), **kw)
         np.testing.assert_array_equal(a, b.numpy())
 
 
@@ -246,7 +248,7 @@ class TestSplitConnected:
         rng = np.random.default_rng(seed)
         pan = rng.choice([0, 1001, 1002, 2001], size=(16, 13), p=[0.4, 0.3, 0.2, 0.1])
         a = ec.split_connected_instances(pan, label_divisor=1000, thing_list=[1, 2])
-        b = ec.split_connected_instances(torch.from_numpy(pan), label_divisor=1000,
+        b = pt.split_connected_instances(torch.from_numpy(pan), label_divisor=1000,
                                          thing_list=[1, 2])
         np.testing.assert_array_equal(a, b.numpy())
 
@@ -257,7 +259,7 @@ class TestSplitConnected:
         pan[1::4, -2] = pan[2::4, -2] = pan[3::4, 1] = pan[3::4, 1] = 1001
         pan[2::8, 1] = pan[3::8, 1] = 0
         a = ec.split_connected_instances(pan, label_divisor=1000)
-        b = ec.split_connected_instances(torch.from_numpy(pan), label_divisor=1000)
+        b = pt.split_connected_instances(torch.from_numpy(pan), label_divisor=1000)
         np.testing.assert_array_equal(a, b.numpy())
 
 
@@ -312,7 +314,7 @@ class TestPostprocess:
         sem, ctr, off = synthetic_outputs(size=96, n=7, seed=5, stride=stride)
         kw = dict(center_stride=stride, stuff_area=1, out_shape=(90, 95))
         a = ec.panoptic_postprocess(sem, ctr, off, **kw)
-        b = ec.panoptic_postprocess(torch.from_numpy(sem), torch.from_numpy(ctr),
+        b = pt.panoptic_postprocess(torch.from_numpy(sem), torch.from_numpy(ctr),
                                     torch.from_numpy(off), **kw)
         assert b.device.type == "cpu"
         np.testing.assert_array_equal(a, b.numpy())
@@ -334,3 +336,16 @@ def test_core_import_does_not_import_torch():
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
+
+
+@needs_torch
+def test_cpu_tensors_go_through_numpy_and_come_back_as_tensors():
+    sem, ctr, off = synthetic_outputs(size=64, n=4, seed=2)
+    a = ec.panoptic_postprocess(sem, ctr, off, stuff_area=1)
+    b = ec.panoptic_postprocess(torch.from_numpy(sem), torch.from_numpy(ctr),
+                                torch.from_numpy(off), stuff_area=1)
+    assert isinstance(b, torch.Tensor)
+    assert b.dtype == torch.int64
+    np.testing.assert_array_equal(a, b.numpy())
+    centers = ec.find_instance_centers(torch.from_numpy(ctr))
+    assert isinstance(centers, torch.Tensor)

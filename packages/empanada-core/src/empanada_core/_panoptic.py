@@ -6,12 +6,16 @@ finds centres by max-pool non-maximum suppression, assigns every thing pixel to
 its nearest predicted centre, and merges semantics and instances into ids
 ``class_id * label_divisor + instance_id``.
 
-Every public function accepts numpy arrays or torch tensors. Tensors are handled
-by :mod:`empanada_core._panoptic_torch` on their own device (CUDA tensors stay on
-the GPU) and a tensor is returned; torch is imported only then.
+Every public function accepts numpy arrays or torch tensors and returns the
+same kind. Tensors on an accelerator are handled by
+:mod:`empanada_core._panoptic_torch` on their device (CUDA tensors never leave
+the GPU); CPU tensors go through the numpy code, which is faster on a CPU.
+torch is imported only when a tensor is passed.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 from scipy import ndimage
@@ -44,6 +48,28 @@ def _torch_impl():
     from . import _panoptic_torch
 
     return _panoptic_torch
+
+
+def _tensor_call(func, arguments):
+    """Run ``func`` for tensor input: on the tensors' device, or through numpy on the CPU.
+
+    Tensors on an accelerator go to the torch implementation of the same name and
+    stay there. CPU tensors go through the numpy implementation (faster there:
+    connected components by union-find instead of label propagation) and the
+    result comes back as a tensor (integer results as int64).
+    """
+    import torch
+
+    names = list(inspect.signature(func).parameters)
+    kwargs = {name: arguments[name] for name in names}
+    first = kwargs[names[0]]
+    if first.device.type != "cpu":
+        return getattr(_torch_impl(), func.__name__)(**kwargs)
+    as_numpy = {k: (v.detach().numpy() if is_torch_tensor(v) else v) for k, v in kwargs.items()}
+    result = np.asarray(func(**as_numpy))
+    if np.issubdtype(result.dtype, np.integer):
+        result = result.astype(np.int64)
+    return torch.from_numpy(np.ascontiguousarray(result))
 
 
 def _as_chw(sem, arg_name="sem"):
@@ -84,7 +110,7 @@ def logits_to_probabilities(logits):
     [0.5, 0.5, 0.5, 0.5]
     """
     if is_torch_tensor(logits):
-        return _torch_impl().logits_to_probabilities(logits)
+        return _tensor_call(logits_to_probabilities, locals())
     logits = _as_chw(np.asarray(logits, dtype=np.float32), "logits")
     check_finite(logits, "logits")
     if logits.shape[0] == 1:
@@ -117,7 +143,7 @@ def harden_semantic(sem, *, confidence_thr=0.5):
     """
     check_probability(confidence_thr, "confidence_thr")
     if is_torch_tensor(sem):
-        return _torch_impl().harden_semantic(sem, confidence_thr=confidence_thr)
+        return _tensor_call(harden_semantic, locals())
     sem = _as_chw(np.asarray(sem), "sem")
     check_finite(sem, "sem")
     if sem.shape[0] == 1:
@@ -161,9 +187,7 @@ def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None):
     if top_k is not None:
         top_k = check_positive_int(top_k, "top_k")
     if is_torch_tensor(ctr_hmp):
-        return _torch_impl().find_instance_centers(
-            ctr_hmp, threshold=threshold, nms_kernel=nms_kernel, top_k=top_k
-        )
+        return _tensor_call(find_instance_centers, locals())
     ctr_hmp = np.asarray(ctr_hmp, dtype=np.float32)
     check_ndim(ctr_hmp, 2, "ctr_hmp")
     check_finite(ctr_hmp, "ctr_hmp")
@@ -214,9 +238,7 @@ def group_pixels(centers, offsets, *, center_stride=1, mask=None):
     """
     center_stride = check_positive_int(center_stride, "center_stride")
     if is_torch_tensor(offsets):
-        return _torch_impl().group_pixels(
-            centers, offsets, center_stride=center_stride, mask=mask
-        )
+        return _tensor_call(group_pixels, locals())
     offsets = np.asarray(offsets)
     check_ndim(offsets, 3, "offsets")
     if offsets.shape[0] != 2:
@@ -337,10 +359,7 @@ def merge_semantic_and_instance(
     _check_overflow_policy(on_overflow)
     check_positive_int(stuff_area, "stuff_area", minimum=0)
     if is_torch_tensor(sem):
-        return _torch_impl().merge_semantic_and_instance(
-            sem, cells, label_divisor=label_divisor, thing_list=thing_list,
-            stuff_area=stuff_area, void_label=void_label, on_overflow=on_overflow,
-        )
+        return _tensor_call(merge_semantic_and_instance, locals())
     sem = np.asarray(sem)
     cells = np.asarray(cells)
     check_ndim(sem, 2, "sem")
@@ -418,9 +437,7 @@ def split_connected_instances(
     label_divisor = check_label_divisor(label_divisor, tuple(thing_list))
     _check_overflow_policy(on_overflow)
     if is_torch_tensor(panoptic):
-        return _torch_impl().split_connected_instances(
-            panoptic, label_divisor=label_divisor, thing_list=thing_list, on_overflow=on_overflow
-        )
+        return _tensor_call(split_connected_instances, locals())
     panoptic = np.asarray(panoptic)
     check_ndim(panoptic, 2, "panoptic")
     if not np.issubdtype(panoptic.dtype, np.integer):
@@ -554,13 +571,7 @@ def panoptic_postprocess(
     [0, 1001]
     """
     if is_torch_tensor(sem):
-        return _torch_impl().panoptic_postprocess(
-            sem, ctr_hmp, offsets, thing_list=thing_list, label_divisor=label_divisor,
-            confidence_thr=confidence_thr, center_thr=center_thr, nms_kernel=nms_kernel,
-            center_stride=center_stride, stuff_area=stuff_area, top_k=top_k,
-            semantic_only=semantic_only, force_connected=force_connected,
-            out_shape=out_shape, on_overflow=on_overflow,
-        )
+        return _tensor_call(panoptic_postprocess, locals())
     sem = _as_chw(np.asarray(sem), "sem")
     ctr_hmp = np.asarray(ctr_hmp)
     offsets = np.asarray(offsets)

@@ -1,8 +1,9 @@
 """Torch versions of the 2D panoptic postprocessing, run on the tensors' device.
 
-Imported only when a caller passes tensors (see :mod:`empanada_core._panoptic`,
-which validates arguments and documents every function). Results equal the
-numpy versions; with CUDA tensors nothing leaves the GPU.
+Used for tensors on an accelerator (see :mod:`empanada_core._panoptic`, which
+validates arguments, documents every function and sends CPU tensors through
+numpy). Results equal the numpy versions; with CUDA tensors nothing leaves the
+GPU. The tests run these functions on CPU tensors to prove the equality.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def _keep_largest_per_class(object_class, areas, limit):
 
 
 def merge_semantic_and_instance(
-    sem, cells, *, label_divisor, thing_list, stuff_area, void_label, on_overflow
+    sem, cells, *, label_divisor=1000, thing_list=(1,), stuff_area=64, void_label=0,
+    on_overflow="raise",
 ):
     check_ndim(sem, 2, "sem")
     cells = torch.as_tensor(cells, device=sem.device)
@@ -205,7 +207,8 @@ def _connected_components(values):
         labels = new
 
 
-def split_connected_instances(panoptic, *, label_divisor, thing_list, on_overflow):
+def split_connected_instances(panoptic, *, label_divisor=1000, thing_list=(1,),
+                              on_overflow="raise"):
     check_ndim(panoptic, 2, "panoptic")
     if panoptic.is_floating_point():
         raise TypeError(f"`panoptic` must hold integer ids; got dtype {panoptic.dtype}")
@@ -234,9 +237,9 @@ def split_connected_instances(panoptic, *, label_divisor, thing_list, on_overflo
 
 
 def panoptic_postprocess(
-    sem, ctr_hmp, offsets, *, thing_list, label_divisor, confidence_thr, center_thr,
-    nms_kernel, center_stride, stuff_area, top_k, semantic_only, force_connected,
-    out_shape, on_overflow,
+    sem, ctr_hmp, offsets, *, thing_list=(1,), label_divisor=1000, confidence_thr=0.5,
+    center_thr=0.1, nms_kernel=3, center_stride=4, stuff_area=64, top_k=None,
+    semantic_only=False, force_connected=True, out_shape=None, on_overflow="raise",
 ):
     from ._panoptic import _grid_factor
 
