@@ -240,11 +240,18 @@ class TestErrors:
         with pytest.raises(ValueError, match="merge_iou_thr"):
             ec.StackAssembler(np.zeros((1, 3, 3), np.uint32), merge_iou_thr=2)
 
-    def test_scratch_dtype_too_small(self):
-        s = np.zeros((4, 4), np.int64)
-        s[::2, ::2] = DIV + 1
+    def test_output_dtype_too_small(self):
+        s = np.zeros((40, 40), np.int64)
+        s[::2, ::2] = 3  # 400 separate pieces of class 1 in one slice
         with pytest.raises(ValueError, match="use a uint64 output"):
-            ec.assemble_stack([s] * 70, out=np.zeros((70, 4, 4), np.uint8), min_size=0)
+            ec.assemble_stack([s], out=np.zeros((1, 40, 40), np.uint8), label_divisor=2)
+        with pytest.raises(ValueError, match="does not fit the output dtype"):
+            ec.assemble_stack([np.full((4, 4), DIV + 1)], out=np.zeros((1, 4, 4), np.uint8),
+                              min_size=0, min_extent=0)
+
+    def test_plain_instance_labels_are_refused(self):
+        with pytest.raises(ValueError, match="add label_divisor to the non-zero ids"):
+            ec.assemble_stack([np.full((4, 4), 3)], shape=(1, 4, 4))
 
     def test_missing_shape(self):
         with pytest.raises(ValueError, match="give `out` or `shape`"):

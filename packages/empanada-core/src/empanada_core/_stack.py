@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
-from skimage.measure import label as _skimage_label
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ._validation import (
     check_label_divisor,
@@ -200,7 +200,8 @@ class StackAssembler:
     def _reset(self):
         self._index = 0
         self._n_pieces = 0
-        self._prev = None  # previous slice's piece image (global piece numbers)
+        self._prev = None  # previous slice: (foreground flat indices, global piece numbers)
+        self._scratch = None  # one dense slice of zeros, reused for sparse lookups
         self._piece_class = []  # per slice
         self._piece_area = []
         self._piece_box = []  # per slice, (n, 4): r0, r1, c0, c1
@@ -215,30 +216,39 @@ class StackAssembler:
         return tuple(idx)
 
     # -- per slice ---------------------------------------------------------------------
-    def _pieces(self, panoptic):
-        """Split a slice into pieces numbered in raster order of their first pixel."""
-        div = self.label_divisor
-        classes = panoptic // div
-        is_thing = np.isin(classes, self.thing_list) & (panoptic % div > 0)
-        is_stuff = (panoptic > 0) & ~np.isin(classes, self.thing_list)
-        things = np.where(is_thing, panoptic, 0)
-        if self.force_connected:
-            pieces = _skimage_label(things, connectivity=2).astype(np.int64)
-        else:
-            pieces = np.zeros(things.shape, dtype=np.int64)
-            _, rank, _ = _first_occurrence_order(things[is_thing])
-            pieces[is_thing] = rank + 1
-        n_things = int(pieces.max()) if pieces.size else 0
-        piece_class = np.zeros(n_things, dtype=np.int64)
-        piece_class[pieces[is_thing] - 1] = classes[is_thing]
-        # Stuff: one piece per class present, numbered after the things.
-        stuff_classes = np.unique(classes[is_stuff])
-        if len(stuff_classes):
-            lut = np.zeros(int(stuff_classes.max()) + 1, dtype=np.int64)
-            lut[stuff_classes] = n_things + 1 + np.arange(len(stuff_classes))
-            pieces[is_stuff] = lut[classes[is_stuff]]
-            piece_class = np.concatenate([piece_class, stuff_classes])
-        return pieces, piece_class
+    def _connected_pieces(self, flat_idx, values):
+        """8-connected pieces of equal value among the given foreground pixels.
+
+        Works on the foreground only (a sparse neighbour graph), so the cost
+        follows the number of object pixels, not the slice size. Returns
+        0-based piece numbers in raster order of each piece's first pixel.
+        """
+        n = len(flat_idx)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        h, w = self.slice_shape
+        scratch = self._scratch
+        scratch[flat_idx] = np.arange(1, n + 1)
+        rows, cols = np.divmod(flat_idx, w)
+        heads, tails = [], []
+        # forward half of the 8-neighbourhood: right, down-left, down, down-right
+        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
+            ok = (rows + dr < h) & (cols + dc >= 0) & (cols + dc < w)
+            src = np.flatnonzero(ok)
+            nb = scratch[flat_idx[src] + dr * w + dc] - 1
+            linked = nb >= 0
+            src, nb = src[linked], nb[linked]
+            same = values[src] == values[nb]
+            heads.append(src[same])
+            tails.append(nb[same])
+        scratch[flat_idx] = 0
+        heads = np.concatenate(heads)
+        tails = np.concatenate(tails)
+        graph = csr_matrix((np.ones(len(heads), np.int8), (heads, tails)), shape=(n, n))
+        _, component = connected_components(graph, directed=False)
+        # pixels are in raster order, so first occurrence order is raster order
+        _, rank, _ = _first_occurrence_order(component)
+        return rank
 
     def push(self, panoptic):
         """Add the next slice (2D panoptic ids)."""
@@ -252,32 +262,67 @@ class StackAssembler:
             )
         if not np.issubdtype(panoptic.dtype, np.integer):
             raise TypeError(f"slices must hold integer panoptic ids; got dtype {panoptic.dtype}")
-        if np.issubdtype(panoptic.dtype, np.signedinteger) and panoptic.size and panoptic.min() < 0:
+        flat = panoptic.ravel()
+        idx = np.flatnonzero(flat)
+        values = flat[idx]
+        if np.issubdtype(values.dtype, np.signedinteger) and values.size and values.min() < 0:
             raise ValueError(f"slice {self._index} contains negative ids")
-        if panoptic.dtype != np.uint64:
-            panoptic = panoptic.astype(np.int64, copy=False)
+        if values.dtype != np.uint64:
+            values = values.astype(np.int64)
+        if self._scratch is None:
+            self._scratch = np.zeros(flat.size, dtype=np.int64)
 
-        local, piece_class = self._pieces(panoptic)
-        n = len(piece_class)
-        if self._n_pieces + n > self._max_scratch:
+        # Pieces: connected parts of thing objects, then one piece per stuff class.
+        div = self.label_divisor
+        classes = (values // div).astype(np.int64)
+        if 0 not in self.thing_list and len(classes) and classes.min() == 0:
             raise ValueError(
-                f"the output dtype {np.dtype(self.out.dtype)} cannot number "
-                f"{self._n_pieces + n} slice pieces; use a uint64 output"
+                f"slice {self._index} holds ids between 1 and label_divisor - 1 = {div - 1}, "
+                "i.e. class 0; give panoptic ids class * label_divisor + instance (for plain "
+                "instance labels of class 1, add label_divisor to the non-zero ids)"
             )
-        areas = np.bincount(local.ravel(), minlength=n + 1)[1:]
-        boxes = np.zeros((n, 4), dtype=np.int64)
-        for k, sl in enumerate(ndimage.find_objects(local)):
-            if sl is not None:
-                boxes[k] = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop)
-        glob = np.where(local > 0, local + self._n_pieces, 0)
+        is_thing = np.isin(classes, self.thing_list) & (values % div > 0)
+        piece = np.zeros(len(idx), dtype=np.int64)
+        if self.force_connected:
+            thing_rank = self._connected_pieces(idx[is_thing], values[is_thing])
+        else:
+            _, thing_rank, _ = _first_occurrence_order(values[is_thing])
+        n_things = int(thing_rank.max()) + 1 if len(thing_rank) else 0
+        piece[is_thing] = thing_rank + 1
+        piece_class = np.zeros(n_things, dtype=np.int64)
+        piece_class[thing_rank] = classes[is_thing]
+        stuff_classes, stuff_rank = np.unique(classes[~is_thing], return_inverse=True)
+        piece[~is_thing] = n_things + 1 + stuff_rank
+        piece_class = np.concatenate([piece_class, stuff_classes])
+        n = len(piece_class)
+        if n > self._max_scratch:
+            raise ValueError(
+                f"the output dtype {np.dtype(self.out.dtype)} cannot number the {n} pieces "
+                f"of slice {self._index}; use a uint64 output"
+            )
 
-        labels = self._forward_labels(glob, piece_class, areas)
+        areas = np.bincount(piece, minlength=n + 1)[1:]
+        rows, cols = np.divmod(idx, self.slice_shape[1])
+        boxes = np.empty((n, 4), dtype=np.int64)
+        boxes[:, [0, 2]] = np.iinfo(np.int64).max
+        boxes[:, [1, 3]] = -1
+        np.minimum.at(boxes[:, 0], piece - 1, rows)
+        np.maximum.at(boxes[:, 1], piece - 1, rows + 1)
+        np.minimum.at(boxes[:, 2], piece - 1, cols)
+        np.maximum.at(boxes[:, 3], piece - 1, cols + 1)
+        glob = piece + self._n_pieces
+
+        labels = self._forward_labels(idx, glob, piece_class, areas)
         self._piece_class.append(piece_class)
         self._piece_area.append(areas)
         self._piece_box.append(boxes)
         self._labels.append(labels)
-        self.out[self._index_of(self._index)] = glob
-        self._prev = glob
+        # Scratch ids in the output: per-slice piece numbers, rewritten by finish().
+        dense = self._scratch
+        dense[idx] = piece
+        self.out[self._index_of(self._index)] = dense.reshape(self.slice_shape)
+        dense[idx] = 0
+        self._prev = (idx, glob)
         self._n_pieces += n
         self._index += 1
 
@@ -286,7 +331,7 @@ class StackAssembler:
         self._next_label += count
         return labels
 
-    def _forward_labels(self, glob, piece_class, areas):
+    def _forward_labels(self, idx, glob, piece_class, areas):
         """Forward-match this slice's pieces to the previous slice's objects."""
         n = len(piece_class)
         labels = np.full(n, -1, dtype=np.int64)
@@ -300,8 +345,13 @@ class StackAssembler:
         if self._prev is None:
             pairs = None
         else:
-            both = (self._prev > 0) & (glob > 0)
-            key_prev = self._prev[both]
+            # Overlaps with the previous slice, through the scratch slice.
+            prev_idx, prev_glob = self._prev
+            self._scratch[prev_idx] = prev_glob
+            key_prev = self._scratch[idx]
+            self._scratch[prev_idx] = 0
+            both = key_prev > 0
+            key_prev = key_prev[both]
             key_cur = glob[both]
             span = np.int64(first_piece + n + 1)
             keys, counts = np.unique(key_prev.astype(np.int64) * span + key_cur, return_counts=True)
@@ -413,7 +463,6 @@ class StackAssembler:
         areas = np.concatenate(self._piece_area)
         boxes = np.concatenate(self._piece_box)
         slice_of = np.repeat(np.arange(self.n_slices), [len(x) for x in per_slice])
-        n_pieces = len(labels)
 
         # Objects numbered by first appearance in the backward pass (the original's order).
         seen_all = np.concatenate(seen) if seen else np.zeros(0, np.int64)
@@ -460,11 +509,20 @@ class StackAssembler:
                 f"id {final.max()} does not fit the output dtype {np.dtype(self.out.dtype)}"
             )
 
-        lut = np.zeros(n_pieces + 1, dtype=np.dtype(self.out.dtype))
-        lut[1:] = final[obj] if n_pieces else lut[1:]
+        # Rewrite each slice's scratch piece numbers into final ids (foreground only).
+        out_dtype = np.dtype(self.out.dtype)
+        final_of_piece = final[obj].astype(out_dtype)
+        starts = np.cumsum([0] + [len(x) for x in per_slice])
         for i in range(self.n_slices):
             idx = self._index_of(i)
-            self.out[idx] = lut[np.asarray(self.out[idx])]
+            scratch = np.array(self.out[idx])
+            flat = scratch.reshape(-1)
+            nz = np.flatnonzero(flat)
+            if len(nz) == 0:
+                continue
+            lut = np.concatenate([[0], final_of_piece[starts[i] : starts[i + 1]]]).astype(out_dtype)
+            flat[nz] = lut[flat[nz]]
+            self.out[idx] = scratch
 
         # Boxes are in (stack, row, col) order; rows and cols are the other two
         # volume axes in increasing order.
