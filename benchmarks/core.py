@@ -59,7 +59,8 @@ def stage_2d(size, n_objects, repeat):
                                         **kw),
         repeat,
     )
-    row = {"stage": f"2D postprocess {size}^2", "objects": len(np.unique(ours)) - 1, "ours": ours_t}
+    row = {"stage": f"2D postprocess {size}^2", "objects": len(np.unique(ours)) - 1,
+           "ours": ours_t}
     if _original.available():
         orig_t, orig = best_time(
             lambda: _original.original_postprocess_2d(net.sem_prob, net.ctr_hmp, net.offsets, **kw),
@@ -75,7 +76,9 @@ def stage_stack(n_slices, size, n_objects, repeat):
     shape = (n_slices, size, size)
     kw = dict(label_divisor=DIV, thing_list=(1,), min_size=500, min_extent=4)
     ours_t, ours = best_time(lambda: ec.assemble_stack(stack.slices, shape=shape, **kw), repeat)
-    row = {"stage": f"stack assembly {n_slices}x{size}^2", "objects": len(np.unique(ours)) - 1,
+    per_slice = np.mean([len(np.unique(s)) - 1 for s in stack.slices])
+    row = {"stage": f"stack {n_slices}x{size}^2, {per_slice:.0f}/slice",
+           "objects": len(np.unique(ours)) - 1,
            "ours": ours_t}
     if _original.available():
         orig_t, orig = best_time(
@@ -89,7 +92,9 @@ def stage_consensus(size, n_objects, repeat):
     views = _synthetic.make_ortho_views(size=size, n_objects=n_objects, seed=0)
     kw = dict(vote_thr=2, cluster_iou_thr=0.75, allow_one_view=False)
     ours_t, ours = best_time(lambda: ec.ortho_consensus(views.xy, views.xz, views.yz, **kw), repeat)
-    row = {"stage": f"ortho consensus {size}^3", "objects": len(np.unique(ours)) - 1, "ours": ours_t}
+    fg = np.mean(views.xy > 0)
+    row = {"stage": f"ortho {size}^3, {100 * fg:.0f}% fg", "objects": len(np.unique(ours)) - 1,
+           "ours": ours_t}
     if _original.available():
         orig_t, orig = best_time(
             lambda: _original.original_ortho_consensus(views.xy, views.xz, views.yz, **kw), repeat
@@ -141,17 +146,17 @@ def main(argv=None):
         _original.available = lambda: False
 
     if args.quick:
-        sizes = dict(d2=(512, 40), stack=(20, 256, 15), ortho=(96, 20), mem=((10, 20, 40), 256, 15))
+        sizes = dict(d2=[(512, 40)], stack=[(20, 256, 15)], ortho=[(96, 20)],
+                     mem=((10, 20, 40), 256, 15))
     else:
-        sizes = dict(d2=(2048, 200), stack=(100, 1024, 75), ortho=(256, 100),
-                     mem=((25, 50, 100), 1024, 75))
+        # the sizes, then denser scenes (more objects per slice / volume)
+        sizes = dict(d2=[(2048, 200), (2048, 600)], stack=[(100, 1024, 75), (100, 1024, 300)],
+                     ortho=[(256, 100), (256, 400)], mem=((25, 50, 100), 1024, 75))
     print(f"empanada-core {ec.__version__}; original importable: {_original.available()}; "
           f"numpy {np.__version__}")
-    rows = [
-        stage_2d(*sizes["d2"], args.repeat),
-        stage_stack(*sizes["stack"], args.repeat),
-        stage_consensus(*sizes["ortho"], args.repeat),
-    ]
+    rows = [stage_2d(*a, args.repeat) for a in sizes["d2"]]
+    rows += [stage_stack(*a, args.repeat) for a in sizes["stack"]]
+    rows += [stage_consensus(*a, args.repeat) for a in sizes["ortho"]]
     print()
     print_table(rows)
     print()

@@ -94,11 +94,33 @@ def _group_rows(cols, radices):
             span = int(key.max()) + 1
         key = key * radix + col
         span *= radix
-    uniq, inverse = np.unique(key, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    uniq, inverse = _compress(key, span)
     first = np.full(uniq.size, _INT64_MAX, dtype=np.int64)
     np.minimum.at(first, inverse, np.arange(inverse.size, dtype=np.int64))
     return inverse, uniq.size, first
+
+
+# Up to this many possible values, grouping counts with bincount instead of sorting.
+_DIRECT_SPAN = 1 << 24
+
+
+def _compress(values, span=None):
+    """Sorted distinct values and the position of each value among them.
+
+    Equivalent to ``np.unique(values, return_inverse=True)``; when the values
+    lie in a small range it uses a presence table instead of a sort.
+    """
+    values = np.asarray(values).reshape(-1)
+    if values.size == 0:
+        return values[:0], np.zeros(0, dtype=np.int64)
+    if span is None:
+        span = int(values.max()) + 1 if values.min() >= 0 else _DIRECT_SPAN + 1
+    if span <= max(_DIRECT_SPAN, 0):
+        present = np.bincount(values, minlength=span) > 0
+        rank = np.cumsum(present) - 1
+        return np.flatnonzero(present).astype(values.dtype), rank[values]
+    uniq, inverse = np.unique(values, return_inverse=True)
+    return uniq, inverse.reshape(-1)
 
 
 def _sum_by(groups, weights, n):
@@ -135,9 +157,9 @@ def _signature_table(views):
             continue
         uniqs, invs = [], []
         for slab in slabs:
-            uniq, inv = np.unique(slab[fg], return_inverse=True)
+            uniq, inv = _compress(slab[fg])
             uniqs.append(uniq)
-            invs.append(inv.reshape(-1))
+            invs.append(inv)
         inv, n, first = _group_rows(invs, [u.size for u in uniqs])
         counts.append(np.bincount(inv, minlength=n).astype(np.int64))
         firsts.append(pos[first] + sl.start * plane)
@@ -579,10 +601,10 @@ def ortho_consensus(
             continue
         cv = []
         for k, slab in enumerate(slabs):
-            uniq, inv = np.unique(slab[candidate], return_inverse=True)
+            uniq, inv = _compress(slab[candidate])
             pos = np.searchsorted(ids[k], uniq) + 1
             pos[uniq == 0] = 0
-            cv.append(luts[k][pos][inv.reshape(-1)])
+            cv.append(luts[k][pos][inv])
         out[sl][candidate] = final_id[_pick_objects(cv, vote_thr, object_of_cluster)]
 
     if min_extent > 0:
