@@ -1,7 +1,57 @@
-"""empanada-models: Model architectures (Panoptic-DeepLab / Panoptic-BiFPN with PointRend), TorchScript and int8 export, and the model registry.
+"""empanada-models: architectures, TorchScript / int8 export and the model registry.
 
-Skeleton package: it installs and imports; the implementation follows in #3.
+Public names load their module on first use, so ``import empanada_models`` is
+cheap and does not import torch (the registry and config parts never need it
+until a model is loaded).
 """
 
+from importlib import import_module
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+# public name -> private module that defines it
+_EXPORTS = {
+    # configs
+    "ConfigError": "_config",
+    "ModelConfig": "_config",
+    "Norms": "_config",
+    # registry
+    "DEFAULT_MODEL": "_registry",
+    "get_default_model": "_registry",
+    "list_models": "_registry",
+    "get_model_config": "_registry",
+    "load_model": "_registry",
+    "register_model": "_registry",
+    "model_info": "_registry",
+    "fetch_model_file": "_registry",
+    "cached_model_file": "_registry",
+    "file_sha256": "_registry",
+    "empanada_home": "_registry",
+    "config_dir": "_registry",
+    "cache_dir": "_registry",
+    "models_dir": "_registry",
+    "ModelNotFoundError": "_registry",
+    "ModelExistsError": "_registry",
+    "ModelDownloadError": "_registry",
+    "ChecksumError": "_registry",
+    # bundles
+    "export_bundle": "_bundle",
+    "import_bundle": "_bundle",
+    "BundleError": "_bundle",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'empanada_models' has no attribute {name!r}") from None
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
