@@ -1,7 +1,53 @@
-"""empanada-infer: 2D, stack, ortho-plane and multi-GPU inference, zarr I/O and the `empanada segment` command.
+"""empanada-infer: 2D, stack and ortho-plane inference, image I/O and the CLI.
 
-Skeleton package: it installs and imports; the implementation follows in #4.
+Public names load their module on first use (torch is imported only by the
+engines).
 """
 
+from importlib import import_module
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+_EXPORTS = {
+    # reading and checking images
+    "open_image": "_readers",
+    "open_batch": "_readers",
+    "iter_batch": "_readers",
+    "check_image": "_readers",
+    # normalisation
+    "intensity_range": "_normalize",
+    "normalize": "_normalize",
+    # writing results
+    "write_tiff": "_writers",
+    "create_output": "_writers",
+    "mark_done": "_writers",
+    "is_done": "_writers",
+    "done_keys": "_writers",
+    "mark_complete": "_writers",
+    "is_complete": "_writers",
+    # engines
+    "SegmentationParams": "_engine",
+    "Segmenter": "_engine",
+    "InferenceCancelled": "_engine",
+    "segment_image": "_engine",
+    "segment_stack": "_engine",
+    "segment_orthoplanes": "_engine",
+    "ortho_merge": "_engine",
+    "PLANES": "_engine",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'empanada_infer' has no attribute {name!r}") from None
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,486 @@
+"""Inference engines: 2D images, stacks along one axis, and ortho-plane consensus.
+
+A :class:`Segmenter` holds a loaded model, its config and the run settings. It
+turns a 2D greyscale image into network outputs (normalise, downsample by a power
+of two, pad to the model's ``padding_factor``, forward with PointRend rendering
+back to full size) and then into panoptic ids with :mod:`empanada_core`.
+
+Volumes are processed slice by slice along one axis. Slices go through the
+network in batches on a background thread, while the main thread median-filters
+the probabilities, postprocesses each slice and links it into 3D objects
+(:class:`empanada_core.StackAssembler`) written straight into the output array.
+A bounded queue keeps at most a few batches of network outputs in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+import empanada_core as ec
+
+from ._normalize import intensity_range, normalize
+
+__all__ = [
+    "SegmentationParams",
+    "Segmenter",
+    "InferenceCancelled",
+    "segment_image",
+    "segment_stack",
+    "segment_orthoplanes",
+    "PLANES",
+]
+
+PLANES = {"xy": 0, "xz": 1, "yz": 2}
+_PRECISIONS = ("fp32", "bf16")
+
+
+class InferenceCancelled(RuntimeError):
+    """Raised when a run is cancelled through its ``should_stop`` callback."""
+
+
+@dataclass(frozen=True)
+class SegmentationParams:
+    """Settings of one segmentation run (defaults: the original widgets').
+
+    Attributes
+    ----------
+    downsampling : int
+        Power of two; the image is shrunk by it before the network and the
+        result rendered back to full size (PointRend).
+    confidence_thr : float
+        Foreground probability threshold of binary models ("segmentation
+        confidence").
+    center_thr : float
+        Minimum centre-heatmap value of an object ("center confidence").
+    min_distance : int
+        Centre suppression window ("centers min distance"), in heatmap pixels
+        (4 image pixels each unless ``fine_boundaries``).
+    fine_boundaries : bool
+        Group pixels at full resolution instead of on the 1/4 grid.
+    semantic_only : bool
+        No instances: every class is returned as one semantic region.
+    label_divisor : int
+        Id range per class ("max objects per class"): ids are
+        ``class * label_divisor + k`` with ``k < label_divisor``.
+    stuff_area : int
+        Minimum pixel count of a stuff region per slice.
+    on_overflow : {'raise', 'drop'}
+        More objects in a class than ``label_divisor`` allows: raise or keep
+        the largest.
+    median_size : int
+        Odd window of the median filter of probabilities along the stack.
+    min_size : int
+        3D objects with fewer voxels are removed.
+    min_extent : int
+        3D objects spanning fewer voxels along any axis are removed.
+    vote_thr : int
+        Ortho-plane: how many of the three views must agree on a voxel.
+    allow_one_view : bool
+        Ortho-plane: keep objects found in one view only (with ``vote_thr=1``).
+    batch_size : int
+        Slices per network forward.
+    precision : {'fp32', 'bf16'}
+        bf16 autocast (GPU or CPU) or full precision.
+    normalize : {'auto', 'percentile', 'dtype'}
+        Intensity normalisation (see :func:`empanada_infer.normalize`).
+    """
+
+    downsampling: int = 1
+    confidence_thr: float = 0.5
+    center_thr: float = 0.1
+    min_distance: int = 3
+    fine_boundaries: bool = False
+    semantic_only: bool = False
+    label_divisor: int = 10000
+    stuff_area: int = 64
+    on_overflow: str = "raise"
+    median_size: int = 3
+    min_size: int = 500
+    min_extent: int = 5
+    vote_thr: int = 2
+    allow_one_view: bool = False
+    batch_size: int = 1
+    precision: str = "fp32"
+    normalize: str = "auto"
+
+    def __post_init__(self):
+        s = self.downsampling
+        if isinstance(s, bool) or not isinstance(s, int) or s < 1 or s & (s - 1):
+            raise ValueError(f"`downsampling` must be a power of two (1, 2, 4, ...); got {s!r}")
+        ec._validation.check_probability(self.confidence_thr, "confidence_thr")
+        ec._validation.check_positive_int(self.min_distance, "min_distance")
+        ec._validation.check_odd_window(self.median_size, "median_size")
+        ec._validation.check_positive_int(self.batch_size, "batch_size")
+        ec._validation.check_positive_int(self.min_size, "min_size", minimum=0)
+        ec._validation.check_positive_int(self.min_extent, "min_extent", minimum=0)
+        ec._validation.check_label_divisor(self.label_divisor)
+        if self.vote_thr not in (1, 2, 3):
+            raise ValueError(f"`vote_thr` must be 1, 2 or 3; got {self.vote_thr!r}")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"`precision` must be one of {_PRECISIONS}; got {self.precision!r}")
+        if self.normalize not in ("auto", "percentile", "dtype"):
+            raise ValueError(
+                f"`normalize` must be 'auto', 'percentile' or 'dtype'; got {self.normalize!r}"
+            )
+        if self.on_overflow not in ("raise", "drop"):
+            raise ValueError(f"`on_overflow` must be 'raise' or 'drop'; got {self.on_overflow!r}")
+
+    def with_options(self, **changes):
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+
+def _resolve_device(device):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") \
+            from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`device` {device!r} asked for a GPU, but torch sees no CUDA device")
+    return dev
+
+
+class Segmenter:
+    """A model ready to segment images, with its config and run settings.
+
+    Parameters
+    ----------
+    model : torch.nn.Module or torch.jit.ScriptModule
+        Called as ``model(x, render_steps, interpolate_ins)`` returning a dict
+        with ``sem_logits``, ``ctr_hmp`` and ``offsets``.
+    config : empanada_models.ModelConfig
+        Its registry config (norms, padding factor, classes).
+    params : SegmentationParams, optional
+    device : str or torch.device, optional
+        ``'auto'`` picks CUDA when available.
+
+    Examples
+    --------
+    >>> seg = Segmenter.from_registry("MitoNet_v1", device="cpu")  # doctest: +SKIP
+    >>> labels = seg.segment_image(image)                          # doctest: +SKIP
+    """
+
+    def __init__(self, model, config, params=None, *, device="auto"):
+        import torch
+
+        self.params = params if params is not None else SegmentationParams()
+        self.config = config
+        self.device = _resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self._torch = torch
+        self.thing_list = () if self.params.semantic_only else tuple(config.thing_list)
+
+    @classmethod
+    def from_registry(cls, name_or_config=None, params=None, *, device="auto", quantized=False,
+                      progress=None):
+        """Load a registered model (the registry default when ``None``)."""
+        import empanada_models as em
+
+        if name_or_config is None:
+            name_or_config = em.get_default_model()
+        config = em.get_model_config(name_or_config) if isinstance(name_or_config, str) and \
+            not str(name_or_config).endswith((".yaml", ".yml")) else name_or_config
+        if not isinstance(config, em.ModelConfig):
+            config = em.ModelConfig.from_yaml(config)
+        dev = _resolve_device(device)
+        model = em.load_model(config, device=dev, quantized=quantized, progress=progress)
+        return cls(model, config, params, device=dev)
+
+    # -- one batch through the network ---------------------------------------------------
+    def _prepare(self, images):
+        """Normalised, downsampled, padded (N, 1, Hp, Wp) tensor on the device."""
+        torch = self._torch
+        F = torch.nn.functional
+        s = self.params.downsampling
+        x = torch.from_numpy(np.stack(images)[:, None]).to(self.device, non_blocking=True)
+        h, w = x.shape[-2:]
+        if s > 1:
+            x = F.interpolate(x, size=(math.ceil(h / s), math.ceil(w / s)), mode="bilinear",
+                              align_corners=False)
+        factor = int(self.config.padding_factor)
+        ph = (-x.shape[-2]) % factor
+        pw = (-x.shape[-1]) % factor
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        return x
+
+    def forward(self, images):
+        """Network outputs for a batch of normalised 2D images of one shape.
+
+        Returns probabilities ``(N, C, H', W')``, heatmaps ``(N, h, w)`` and
+        offsets ``(N, 2, h, w)`` as float32 tensors on the device, where
+        ``H' >= H`` is the padded full size.
+        """
+        torch = self._torch
+        x = self._prepare(images)
+        render_steps = 2 + int(math.log2(self.params.downsampling))
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  enabled=self.params.precision == "bf16")
+        with torch.inference_mode(), autocast:
+            out = self.model(x, render_steps, bool(self.params.fine_boundaries))
+        logits = out["sem_logits"].float()
+        prob = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+        return prob, out["ctr_hmp"].float()[:, 0], out["offsets"].float()
+
+    def postprocess(self, prob, ctr, offsets, out_shape):
+        """Panoptic ids of one image from its (C, H', W') probabilities and heads."""
+        p = self.params
+        pan = ec.panoptic_postprocess(
+            prob, ctr, offsets, thing_list=self.thing_list, label_divisor=p.label_divisor,
+            confidence_thr=p.confidence_thr, center_thr=p.center_thr, nms_kernel=p.min_distance,
+            center_stride=1 if p.fine_boundaries else 4, stuff_area=p.stuff_area,
+            semantic_only=p.semantic_only, out_shape=out_shape, on_overflow=p.on_overflow,
+        )
+        if not isinstance(pan, np.ndarray):
+            pan = pan.cpu().numpy()
+        return pan.astype(ec.label_dtype(int(pan.max()) if pan.size else 0), copy=False)
+
+    def normalize(self, image, value_range=None):
+        norms = self.config.norms
+        return normalize(np.asarray(image), mean=norms.mean, std=norms.std,
+                         mode=self.params.normalize, value_range=value_range)
+
+    def value_range(self, image):
+        """Intensity range used for every slice of ``image`` (None in dtype mode)."""
+        mode = self.params.normalize
+        dtype = np.dtype(image.dtype)
+        if mode == "dtype" or (mode == "auto" and dtype == np.uint8):
+            return None
+        return intensity_range(image, mode="percentile")
+
+    # -- public ------------------------------------------------------------------------
+    def segment_image(self, image, *, value_range=None):
+        """Panoptic segmentation of one 2D image.
+
+        Returns
+        -------
+        (H, W) uint32 ndarray of ``class * label_divisor + k`` ids.
+        """
+        image = _check_image(image, ndim=2)
+        if value_range is None:
+            value_range = self.value_range(image)
+        prob, ctr, off = self.forward([self.normalize(image, value_range)])
+        return self.postprocess(prob[0], ctr[0], off[0], image.shape)
+
+    def segment_batch(self, images, *, progress=None, should_stop=None):
+        """Segment a list of unrelated 2D images (each normalised on its own)."""
+        results = []
+        for i, image in enumerate(images):
+            _check_stop(should_stop)
+            results.append(self.segment_image(image))
+            if progress is not None:
+                progress(i + 1, len(images))
+        return results
+
+    def iter_stack(self, volume, *, axis=0, value_range=None, should_stop=None):
+        """Yield ``(index, panoptic slice)`` along ``axis``, median-filtered, in order.
+
+        The network runs on a background thread, a bounded queue ahead.
+        """
+        volume = _check_image(volume, ndim=3)
+        if value_range is None:
+            value_range = self.value_range(volume)
+        n = volume.shape[axis]
+        slice_shape = tuple(s for a, s in enumerate(volume.shape) if a != axis)
+        batch = self.params.batch_size
+        outputs = queue.Queue(maxsize=2)
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for start in range(0, n, batch):
+                    if stop.is_set():
+                        return
+                    images = [self.normalize(_take(volume, i, axis), value_range)
+                              for i in range(start, min(start + batch, n))]
+                    outputs.put(("ok", self.forward(images)))
+                outputs.put(("end", None))
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                outputs.put(("error", exc))
+
+        worker = threading.Thread(target=produce, name="empanada-forward", daemon=True)
+        worker.start()
+        median = ec.MedianFilter(self.params.median_size)
+        try:
+            while True:
+                kind, item = outputs.get()
+                if kind == "error":
+                    raise item
+                ready = median.finish() if kind == "end" else []
+                if kind == "ok":
+                    prob, ctr, off = item
+                    for j in range(prob.shape[0]):
+                        ready += median.push(prob[j], payload=(ctr[j], off[j]))
+                for index, p, (c, o) in ready:
+                    _check_stop(should_stop)
+                    yield index, self.postprocess(p, c, o, slice_shape)
+                if kind == "end":
+                    return
+        finally:
+            stop.set()
+            while worker.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    outputs.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.05)
+
+    def segment_stack(self, volume, out=None, *, axis=0, progress=None, should_stop=None,
+                      value_range=None):
+        """Segment a volume slice by slice along ``axis`` and link slices into 3D objects.
+
+        Parameters
+        ----------
+        volume : (Z, Y, X) array-like
+        out : array-like, optional
+            Output (numpy or zarr) of the volume's shape; created (uint32) if None.
+        axis : int or {'xy', 'xz', 'yz'}
+        progress : callable, optional
+            ``progress(done, total)`` after each slice.
+        should_stop : callable, optional
+            Checked between slices; when it returns True the run stops with
+            :class:`InferenceCancelled`.
+
+        Returns
+        -------
+        out : the filled array (ids ``class * label_divisor + k``)
+        """
+        axis = _axis(axis)
+        volume = _check_image(volume, ndim=3)
+        blank = out is None
+        if blank:
+            out = np.zeros(volume.shape, dtype=np.uint32)
+        p = self.params
+        assembler = ec.StackAssembler(
+            out, axis=axis, label_divisor=p.label_divisor, thing_list=self.thing_list,
+            min_size=p.min_size, min_extent=p.min_extent, on_overflow=p.on_overflow,
+            out_is_blank=blank,
+        )
+        n = volume.shape[axis]
+        for index, pan in self.iter_stack(volume, axis=axis, value_range=value_range,
+                                          should_stop=should_stop):
+            assembler.push(pan)
+            if progress is not None:
+                progress(index + 1, n)
+        assembler.finish()
+        return out
+
+    def segment_orthoplanes(self, volume, out=None, *, return_stacks=False, progress=None,
+                            should_stop=None):
+        """Segment along xy, xz and yz and keep what the views agree on.
+
+        Returns
+        -------
+        out : consensus panoptic volume; with ``return_stacks`` also a dict
+            ``{'xy': ..., 'xz': ..., 'yz': ...}`` of the three stacks.
+        """
+        volume = _check_image(volume, ndim=3)
+        value_range = self.value_range(volume)
+        stacks = {}
+        n_total = sum(volume.shape)
+        done = [0]
+
+        def step(_i, _n):
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], n_total)
+
+        for name, axis in PLANES.items():
+            stacks[name] = self.segment_stack(volume, axis=axis, progress=step,
+                                              should_stop=should_stop, value_range=value_range)
+        consensus = ortho_merge(stacks, self.params, self.config, out=out,
+                                thing_list=self.thing_list)
+        return (consensus, stacks) if return_stacks else consensus
+
+
+def ortho_merge(stacks, params, config, *, out=None, thing_list=None):
+    """Combine three panoptic stacks into the consensus volume (per class)."""
+    if thing_list is None:
+        thing_list = tuple(config.thing_list)
+    div = params.label_divisor
+    shape = stacks["xy"].shape
+    if out is None:
+        out = np.zeros(shape, dtype=np.uint32)
+    views = [np.asarray(stacks[k]) for k in ("xy", "xz", "yz")]
+    for class_id in config.labels:
+        per_view = [np.where(v // div == class_id, v % div, 0) for v in views]
+        if class_id in thing_list:
+            labels = ec.ortho_consensus(
+                *per_view, vote_thr=params.vote_thr, allow_one_view=params.allow_one_view,
+                min_size=params.min_size, min_extent=params.min_extent,
+            )
+            if labels.max() >= div:
+                raise ValueError(
+                    f"class {class_id}: {int(labels.max())} objects exceed label_divisor "
+                    f"{div}; raise the max objects per class"
+                )
+            ids = np.where(labels > 0, labels.astype(np.int64) + class_id * div, 0)
+        else:
+            mask = ec.semantic_consensus(*[(v // div == class_id) & (v > 0) for v in views],
+                                         vote_thr=params.vote_thr)
+            ids = np.where(mask, class_id * div, 0)
+        write = ids > 0
+        region = np.asarray(out[...])
+        region[write] = ids[write]
+        out[...] = region
+    return out
+
+
+def _axis(axis):
+    if isinstance(axis, str):
+        if axis not in PLANES:
+            raise ValueError(f"`axis` must be one of {sorted(PLANES)} or 0, 1, 2; got {axis!r}")
+        return PLANES[axis]
+    if axis not in (0, 1, 2):
+        raise ValueError(f"`axis` must be one of {sorted(PLANES)} or 0, 1, 2; got {axis!r}")
+    return axis
+
+
+def _take(volume, i, axis):
+    index = [slice(None)] * 3
+    index[axis] = i
+    return np.asarray(volume[tuple(index)])
+
+
+def _check_stop(should_stop):
+    if should_stop is not None and should_stop():
+        raise InferenceCancelled("the segmentation run was cancelled")
+
+
+def _check_image(image, *, ndim):
+    from ._readers import check_image
+
+    return check_image(image, ndim=ndim)
+
+
+def segment_image(image, model=None, params=None, *, device="auto", quantized=False):
+    """Segment one 2D image with a registered model (default: the registry default)."""
+    return Segmenter.from_registry(model, params, device=device, quantized=quantized) \
+        .segment_image(image)
+
+
+def segment_stack(volume, model=None, params=None, *, axis=0, out=None, device="auto",
+                  quantized=False, progress=None):
+    """Segment a volume along one axis with a registered model."""
+    seg = Segmenter.from_registry(model, params, device=device, quantized=quantized)
+    return seg.segment_stack(volume, out, axis=axis, progress=progress)
+
+
+def segment_orthoplanes(volume, model=None, params=None, *, out=None, device="auto",
+                        quantized=False, return_stacks=False, progress=None):
+    """Segment a volume along xy, xz and yz and return the consensus."""
+    seg = Segmenter.from_registry(model, params, device=device, quantized=quantized)
+    return seg.segment_orthoplanes(volume, out, return_stacks=return_stacks, progress=progress)
+
+
+ProgressCallback = Callable[[int, int], None]
