@@ -11,6 +11,24 @@ __version__ = "0.1.0"
 
 # public name -> private module that defines it
 _EXPORTS = {
+    # architectures
+    "panoptic_deeplab": "_builders",
+    "panoptic_deeplab_pr": "_builders",
+    "panoptic_bifpn": "_builders",
+    "panoptic_bifpn_pr": "_builders",
+    "mitonet_v1": "_builders",
+    "mitonet_v1_mini": "_builders",
+    "build_model": "_builders",
+    "count_parameters": "_builders",
+    "load_encoder_weights": "_builders",
+    "load_model_weights": "_builders",
+    "WeightLoadReport": "_builders",
+    "register_encoder": "_encoders",
+    "list_encoders": "_encoders",
+    "build_encoder": "_encoders",
+    # export
+    "fuse_model": "_export",
+    "export_torchscript": "_export",
     # configs
     "ConfigError": "_config",
     "ModelConfig": "_config",
