@@ -599,15 +599,16 @@ def panoptic_postprocess(
         cells[~thing_mask] = 0
     else:
         cells = np.zeros(classes.shape, dtype=np.int32)
+    if out_shape is not None:
+        # Crop before merging: objects in the padding must not take ids.
+        out_h, out_w = out_shape
+        if out_h > classes.shape[0] or out_w > classes.shape[1]:
+            raise ValueError(f"`out_shape` {tuple(out_shape)} exceeds the output {classes.shape}")
+        classes, cells = classes[:out_h, :out_w], cells[:out_h, :out_w]
     panoptic = merge_semantic_and_instance(
         classes, cells, label_divisor=label_divisor, thing_list=things,
         stuff_area=stuff_area, on_overflow=on_overflow,
     )
-    if out_shape is not None:
-        out_h, out_w = out_shape
-        if out_h > panoptic.shape[0] or out_w > panoptic.shape[1]:
-            raise ValueError(f"`out_shape` {tuple(out_shape)} exceeds the output {panoptic.shape}")
-        panoptic = panoptic[:out_h, :out_w]
     if force_connected and things:
         panoptic = split_connected_instances(
             panoptic, label_divisor=label_divisor, thing_list=things, on_overflow=on_overflow

@@ -113,13 +113,15 @@ class SegmentationParams:
         s = self.downsampling
         if isinstance(s, bool) or not isinstance(s, int) or s < 1 or s & (s - 1):
             raise ValueError(f"`downsampling` must be a power of two (1, 2, 4, ...); got {s!r}")
-        ec._validation.check_probability(self.confidence_thr, "confidence_thr")
-        ec._validation.check_positive_int(self.min_distance, "min_distance")
-        ec._validation.check_odd_window(self.median_size, "median_size")
-        ec._validation.check_positive_int(self.batch_size, "batch_size")
-        ec._validation.check_positive_int(self.min_size, "min_size", minimum=0)
-        ec._validation.check_positive_int(self.min_extent, "min_extent", minimum=0)
-        ec._validation.check_label_divisor(self.label_divisor)
+        if not 0.0 <= float(self.confidence_thr) <= 1.0:
+            raise ValueError(f"`confidence_thr` must be in [0, 1]; got {self.confidence_thr!r}")
+        for name, minimum in (("min_distance", 1), ("batch_size", 1), ("min_size", 0),
+                              ("min_extent", 0), ("stuff_area", 0), ("label_divisor", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
+        if self.median_size % 2 == 0 or self.median_size < 1:
+            raise ValueError(f"`median_size` must be odd (1, 3, 5, ...); got {self.median_size!r}")
         if self.vote_thr not in (1, 2, 3):
             raise ValueError(f"`vote_thr` must be 1, 2 or 3; got {self.vote_thr!r}")
         if self.precision not in _PRECISIONS:

@@ -13,6 +13,7 @@ loads through the registry like any other model.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ class BlobModel(nn.Module):
         Semantic channels (1: binary). With more, channel 1 is the blob class.
     """
 
-    def __init__(self, threshold=-1.0, sharpness=8.0, sigma=6.0, num_classes=1):
+    def __init__(self, threshold=0.0, sharpness=8.0, sigma=6.0, num_classes=1):
         super().__init__()
         self.threshold = float(threshold)
         self.sharpness = float(sharpness)
@@ -79,7 +80,7 @@ class BlobModel(nn.Module):
 
 
 def write_test_model(folder, name="BlobNet_test", *, padding_factor=16, num_classes=1,
-                     threshold=-1.0, sigma=6.0, description=None):
+                     threshold=0.0, sigma=6.0, description=None):
     """Save a :class:`BlobModel` as TorchScript plus a registry config in ``folder``.
 
     Returns
@@ -91,10 +92,12 @@ def write_test_model(folder, name="BlobNet_test", *, padding_factor=16, num_clas
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model = torch.jit.script(BlobModel(threshold=threshold, sigma=sigma,
-                                       num_classes=num_classes).eval())
     weights = folder / f"{name}.pth"
-    torch.jit.save(model, str(weights))
+    with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; files still load
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.", category=DeprecationWarning)
+        model = torch.jit.script(BlobModel(threshold=threshold, sigma=sigma,
+                                           num_classes=num_classes).eval())
+        torch.jit.save(model, str(weights))
     labels = [1] if num_classes == 1 else list(range(1, num_classes))
     config = ModelConfig.from_dict(
         {

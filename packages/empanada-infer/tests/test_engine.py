@@ -1,0 +1,205 @@
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import empanada_core as ec  # noqa: E402
+import empanada_infer as ei  # noqa: E402
+import empanada_models as em  # noqa: E402
+from empanada_core.testing import assert_same_partition, data_path  # noqa: E402
+from empanada_models.testing import write_test_model  # noqa: E402
+
+DIV = 10000
+
+
+@pytest.fixture(scope="module")
+def blob_config(tmp_path_factory):
+    return em.ModelConfig.from_yaml(write_test_model(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture(scope="module")
+def blob_model(blob_config):
+    return em.load_model(blob_config)
+
+
+def segmenter(model, config, **params):
+    return ei.Segmenter(model, config, ei.SegmentationParams(**params), device="cpu")
+
+
+def discs(shape, centers, radius, dtype=np.uint8, fg=40, bg=200):
+    img = np.full(shape, bg, dtype)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    truth = np.zeros(shape, np.int64)
+    for k, (cy, cx) in enumerate(centers, start=1):
+        inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
+        img[inside] = fg
+        truth[inside] = k
+    return img, truth
+
+
+CENTERS = [(30, 30), (30, 90), (75, 60)]
+
+
+class TestImage:
+    def test_one_object_per_disc(self, blob_model, blob_config):
+        img, truth = discs((100, 130), CENTERS, 10)
+        pan = segmenter(blob_model, blob_config).segment_image(img)
+        assert pan.shape == img.shape
+        assert pan.dtype == np.uint32
+        assert set(np.unique(pan[pan > 0]) // DIV) == {1}
+        assert_same_partition(pan, truth)
+
+    @pytest.mark.parametrize("options", [dict(downsampling=2), dict(fine_boundaries=True,
+                                         min_distance=7), dict(precision="bf16"),
+                                         dict(batch_size=4)])
+    def test_options_find_the_same_objects(self, blob_model, blob_config, options):
+        img, truth = discs((100, 130), CENTERS, 10)
+        pan = segmenter(blob_model, blob_config, **options).segment_image(img)
+        metrics = ec.instance_metrics(truth, pan, iou_thresholds=(0.8,))
+        assert metrics[0.8]["f1"] == 1.0
+
+    def test_uint16_and_float_images(self, blob_model, blob_config):
+        img, truth = discs((64, 64), [(32, 32)], 12, dtype=np.uint16, fg=1000, bg=50000)
+        seg = segmenter(blob_model, blob_config)
+        assert_same_partition(seg.segment_image(img), truth)
+        assert_same_partition(seg.segment_image(img.astype(np.float32) / 65535), truth)
+
+    def test_semantic_only(self, blob_model, blob_config):
+        img, _ = discs((100, 130), CENTERS, 10)
+        pan = segmenter(blob_model, blob_config, semantic_only=True).segment_image(img)
+        assert set(np.unique(pan)) == {0, DIV}
+
+    def test_max_objects_is_enforced(self, blob_model, blob_config):
+        img, _ = discs((100, 130), CENTERS, 10)
+        with pytest.raises(ValueError, match="max objects per class|label_divisor"):
+            segmenter(blob_model, blob_config, label_divisor=3).segment_image(img)
+        pan = segmenter(blob_model, blob_config, label_divisor=3,
+                        on_overflow="drop").segment_image(img)
+        assert len(np.unique(pan)) == 3
+
+    def test_batch_of_unrelated_images(self, blob_model, blob_config):
+        a, ta = discs((64, 80), [(30, 30)], 10)
+        b, tb = discs((90, 50), [(20, 20), (60, 30)], 8)
+        done = []
+        out = segmenter(blob_model, blob_config).segment_batch(
+            [a, b], progress=lambda i, n: done.append((i, n))
+        )
+        assert_same_partition(out[0], ta)
+        assert_same_partition(out[1], tb)
+        assert done == [(1, 2), (2, 2)]
+
+    @pytest.mark.parametrize(
+        ("image", "error", "match"),
+        [
+            (np.zeros((8, 8, 3), np.uint8), TypeError, "RGB"),
+            (np.zeros((2, 2, 8, 8), np.uint8), TypeError, "2D"),
+            (np.full((8, 8), np.nan, np.float32), ValueError, "NaN"),
+            (np.zeros((0, 8), np.uint8), ValueError, "empty|zero"),
+        ],
+    )
+    def test_bad_images(self, blob_model, blob_config, image, error, match):
+        with pytest.raises(error, match=match):
+            segmenter(blob_model, blob_config).segment_image(image)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (dict(downsampling=3), "power of two"),
+        (dict(confidence_thr=2.0), "confidence_thr"),
+        (dict(median_size=4), "median_size"),
+        (dict(vote_thr=4), "vote_thr"),
+        (dict(precision="fp16"), "precision"),
+        (dict(normalize="zscore"), "normalize"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
+def test_bad_params(options, match):
+    with pytest.raises(ValueError, match=match):
+        ei.SegmentationParams(**options)
+
+
+def moving_discs(n_slices=10, shape=(80, 100)):
+    frames, truths = [], []
+    for z in range(n_slices):
+        img, truth = discs(shape, [(25, 20 + z), (55, 70 - z)], 9)
+        frames.append(img)
+        truths.append(truth)
+    return np.stack(frames), np.stack(truths)
+
+
+class TestStack:
+    @pytest.mark.parametrize("axis", ["xy", 0])
+    def test_tracks_objects(self, blob_model, blob_config, axis):
+        vol, truth = moving_discs()
+        out = segmenter(blob_model, blob_config, min_size=10, min_extent=2).segment_stack(
+            vol, axis=axis
+        )
+        assert out.dtype == np.uint32
+        # the median filter moves edges of moving objects by a pixel here and there
+        assert len(np.unique(out)) == 3
+        assert ec.instance_metrics(truth, out, iou_thresholds=(0.9,))[0.9]["f1"] == 1.0
+
+    def test_equals_assembling_2d_results(self, blob_model, blob_config):
+        vol, _ = moving_discs()
+        seg = segmenter(blob_model, blob_config, median_size=1, min_size=0, min_extent=0,
+                        batch_size=3)
+        out = seg.segment_stack(vol)
+        slices = [seg.segment_image(s, value_range=None) for s in vol]
+        ref = ec.assemble_stack(slices, shape=vol.shape, label_divisor=DIV, min_size=0,
+                                min_extent=0)
+        np.testing.assert_array_equal(out, ref)
+
+    def test_other_axes_and_zarr_output(self, blob_model, blob_config, tmp_path):
+        vol, _ = moving_discs()
+        seg = segmenter(blob_model, blob_config, min_size=10, min_extent=2)
+        out = ei.create_output(tmp_path / "o.zarr", vol.shape, np.uint32, slice_axis=2)
+        seg.segment_stack(vol, out, axis="yz")
+        assert out[:].any()
+        ref = seg.segment_stack(vol, axis="yz")
+        np.testing.assert_array_equal(out[:], ref)
+
+    def test_progress_and_cancel(self, blob_model, blob_config):
+        vol, _ = moving_discs()
+        seen = []
+        seg = segmenter(blob_model, blob_config, batch_size=2)
+        seg.segment_stack(vol, progress=lambda i, n: seen.append(i))
+        assert seen == list(range(1, len(vol) + 1))
+        before = threading.active_count()
+        with pytest.raises(ei.InferenceCancelled):
+            seg.segment_stack(vol, should_stop=lambda: len(seen) > len(vol) + 2,
+                              progress=lambda i, n: seen.append(i))
+        assert threading.active_count() <= before
+
+    def test_wrong_ndim(self, blob_model, blob_config):
+        with pytest.raises(TypeError, match="3D"):
+            segmenter(blob_model, blob_config).segment_stack(np.zeros((8, 8), np.uint8))
+
+
+def test_orthoplane_consensus(blob_model, blob_config):
+    shape = (40, 48, 48)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    truth = np.zeros(shape, np.int64)
+    truth[(zz - 20) ** 2 + (yy - 14) ** 2 + (xx - 14) ** 2 <= 81] = 1
+    truth[(zz - 20) ** 2 + (yy - 32) ** 2 + (xx - 32) ** 2 <= 100] = 2
+    vol = np.where(truth > 0, 40, 200).astype(np.uint8)
+    seg = segmenter(blob_model, blob_config, min_size=50, min_extent=3)
+    cons, stacks = seg.segment_orthoplanes(vol, return_stacks=True)
+    assert set(stacks) == {"xy", "xz", "yz"}
+    assert cons.dtype == np.uint32
+    metrics = ec.instance_metrics(truth, cons, iou_thresholds=(0.8,))
+    assert metrics[0.8]["f1"] == 1.0
+
+
+@pytest.mark.realdata
+def test_real_volume_shapes_and_ids(blob_model, blob_config):
+    tifffile = pytest.importorskip("tifffile")
+    vol = tifffile.imread(data_path("lucchi_epfl_hippocampus") / "images.tif")[:6, :256, :256]
+    out = segmenter(blob_model, blob_config, min_size=0, min_extent=0).segment_stack(vol)
+    assert out.shape == vol.shape
+    assert out.dtype == np.uint32
+    ids = np.unique(out[out > 0])
+    assert ((ids // DIV) == 1).all()
+    assert (ids % DIV > 0).all()
