@@ -1,0 +1,369 @@
+"""``empanada segment`` and ``empanada evaluate``: the command-line main job.
+
+Registered into the ``empanada`` command (installed by empanada-models) through
+the ``empanada.commands`` entry-point group. Errors in the input or arguments
+exit with 2, runtime failures with 1 (see :func:`empanada_models.cli.main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["register_segment", "register_evaluate", "run_segment", "run_evaluate"]
+
+_MODES = ("auto", "2d", "batch", "stack", "ortho")
+_ZARR_SUFFIXES = (".zarr",)
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {text}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {text}")
+    return value
+
+
+def _fraction(text):
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1]; got {text}")
+    return value
+
+
+def register_segment(subparsers):
+    """Add ``empanada segment`` to the ``empanada`` command."""
+    p = subparsers.add_parser(
+        "segment",
+        help="segment organelles in a 2D image, a folder of images or a 3D volume",
+        description=(
+            "Segment an EM image or volume with a registered model and write a label "
+            "image: ids are class_id * max_objects + instance (e.g. 10001, 10002, ... "
+            "for mitochondria with the default max objects)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("input", help="image or volume (.tif, .npy, .zarr, .ome.zarr) or a folder "
+                   "of 2D images (batch mode)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output .tif / .zarr / .ome.zarr (zarr runs can resume), or a folder "
+                   "in batch mode")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="registered model name or config .yaml (default: the registry default)")
+    g.add_argument("--quantized", action="store_true", help="int8 model (CPU only)")
+    g = p.add_argument_group("what to run")
+    g.add_argument("--mode", choices=_MODES, default="auto",
+                   help="auto: 2d for 2D input, stack for 3D input, batch for a folder")
+    g.add_argument("--plane", choices=("xy", "xz", "yz"), default="xy",
+                   help="slicing plane of stack mode")
+    g.add_argument("--key", default=None, help="array inside a zarr group")
+    g.add_argument("--level", type=int, default=None,
+                   help="resolution level of an OME-Zarr multiscale image")
+    g = p.add_argument_group("2D parameters (as the 2D Inference widget)")
+    g.add_argument("--downsampling", type=_positive_int, default=1,
+                   help="shrink the image by this power of two before the network")
+    g.add_argument("--confidence-thr", type=_fraction, default=0.5,
+                   help="segmentation confidence")
+    g.add_argument("--center-thr", type=_fraction, default=0.1, help="center confidence")
+    g.add_argument("--min-distance", type=_positive_int, default=3,
+                   help="centers min distance (heatmap pixels)")
+    g.add_argument("--fine-boundaries", action="store_true",
+                   help="group pixels at full resolution")
+    g.add_argument("--semantic-only", action="store_true", help="no instances")
+    g.add_argument("--max-objects", type=_positive_int, default=10000,
+                   help="max objects per class (the label divisor)")
+    g = p.add_argument_group("3D parameters (as the 3D Inference widget)")
+    g.add_argument("--median-size", type=_positive_int, default=3,
+                   help="median filter window along the stack (odd)")
+    g.add_argument("--min-size", type=_non_negative_int, default=500,
+                   help="remove 3D objects smaller than this many voxels")
+    g.add_argument("--min-extent", type=_non_negative_int, default=5,
+                   help="remove 3D objects thinner than this along any axis")
+    g.add_argument("--vote-thr", type=int, choices=(1, 2, 3), default=2,
+                   help="ortho-plane: views that must agree on a voxel")
+    g.add_argument("--allow-one-view", action="store_true",
+                   help="ortho-plane: keep objects found in one view only")
+    g.add_argument("--return-stacks", action="store_true",
+                   help="ortho-plane: also write the xy, xz and yz stacks (zarr output)")
+    g = p.add_argument_group("execution")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--gpus", type=_positive_int, default=1,
+                   help="number of GPUs (one process each)")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    g.add_argument("--batch-size", type=_positive_int, default=1, help="slices per forward")
+    g.add_argument("--normalize", choices=("auto", "percentile", "dtype"), default="auto",
+                   help="auto: divide uint8 by 255 as the original, percentile-rescale others")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g = p.add_argument_group("reporting")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run_segment)
+
+
+def register_evaluate(subparsers):
+    """Add ``empanada evaluate`` to the ``empanada`` command."""
+    p = subparsers.add_parser(
+        "evaluate", help="compare a segmentation with ground truth (IoU, F1, PQ, AP)",
+        description="Score predicted labels against ground-truth labels of the same shape.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("pred", help="predicted labels (.tif, .npy, .zarr)")
+    p.add_argument("gt", help="ground-truth labels")
+    p.add_argument("--iou", type=_fraction, nargs="+", default=[0.5, 0.75],
+                   help="IoU thresholds for matching")
+    p.add_argument("--label-divisor", type=_positive_int, default=None,
+                   help="also score each class (ids class * divisor + instance)")
+    p.add_argument("--per-slice", action="store_true",
+                   help="3D input: also score each z-slice as a 2D image")
+    p.add_argument("--pred-key", default=None, help="array inside a zarr group (pred)")
+    p.add_argument("--gt-key", default=None, help="array inside a zarr group (gt)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_evaluate)
+
+
+# ------------------------------------------------------------------------ segment
+
+
+class _Bar:
+    """tqdm progress bar on stderr, or nothing when quiet."""
+
+    def __init__(self, quiet, desc):
+        self.bar = None
+        self.quiet = quiet
+        self.desc = desc
+
+    def __call__(self, done, total):
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit="slice", file=sys.stderr,
+                            leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _params(args):
+    from ._engine import SegmentationParams
+
+    return SegmentationParams(
+        downsampling=args.downsampling, confidence_thr=args.confidence_thr,
+        center_thr=args.center_thr, min_distance=args.min_distance,
+        fine_boundaries=args.fine_boundaries, semantic_only=args.semantic_only,
+        label_divisor=args.max_objects, median_size=args.median_size, min_size=args.min_size,
+        min_extent=args.min_extent, vote_thr=args.vote_thr, allow_one_view=args.allow_one_view,
+        batch_size=args.batch_size, precision=args.precision, normalize=args.normalize,
+    )
+
+
+def _summary(labels, divisor, class_names):
+    ids = np.unique(np.asarray(labels))
+    ids = ids[ids > 0]
+    counts = {}
+    for class_id, name in class_names.items():
+        in_class = ids[ids // divisor == class_id]
+        counts[name] = int((in_class % divisor > 0).sum()) or int(len(in_class) > 0)
+    return counts
+
+
+def _is_zarr(path):
+    return str(path).rstrip("/").endswith(_ZARR_SUFFIXES)
+
+
+def _check_output(path, mode, overwrite):
+    if mode == "batch":
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"batch mode writes one file per image: {path} must be a folder")
+        return
+    if not (_is_zarr(path) or str(path).lower().endswith(_TIFF_SUFFIXES)):
+        raise ValueError(f"output {path} must end in .tif, .tiff, .zarr or .ome.zarr")
+    if path.exists() and not overwrite and not _is_zarr(path):
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def _run_params_record(args, model_name):
+    keep = ("mode", "plane", "downsampling", "confidence_thr", "center_thr", "min_distance",
+            "fine_boundaries", "semantic_only", "max_objects", "median_size", "min_size",
+            "min_extent", "vote_thr", "allow_one_view", "normalize", "quantized")
+    record = {k: getattr(args, k) for k in keep}
+    record["model"] = model_name
+    record["input"] = str(Path(args.input).resolve())
+    return record
+
+
+def run_segment(args):
+    """Handler of ``empanada segment`` (returns the exit code)."""
+    from ._engine import Segmenter
+    from ._readers import check_image, iter_batch, open_image
+    from ._writers import create_output, is_complete, mark_complete, write_tiff
+
+    start = time.perf_counter()
+    params = _params(args)
+    source = Path(args.input)
+    if not source.exists():
+        raise FileNotFoundError(f"input {source} does not exist")
+    out_path = Path(args.output)
+    mode = args.mode
+    image = None
+    if mode == "auto":
+        if source.is_dir() and not _is_zarr(source):
+            mode = "batch"
+        else:
+            image = open_image(source, key=args.key, level=args.level)
+            mode = "2d" if image.ndim == 2 else "stack"
+    if mode == "batch" and not source.is_dir():
+        raise ValueError(f"batch mode needs a folder of 2D images; {source} is not a folder")
+    _check_output(out_path, mode, args.overwrite)
+    if args.gpus > 1:
+        raise ValueError(
+            "--gpus > 1 (multi-GPU inference) is not available yet in this version; run with "
+            "one device"
+        )
+
+    seg = Segmenter.from_registry(args.model, params, device=args.device,
+                                  quantized=args.quantized)
+    config = seg.config
+    class_names = dict(config.class_names)
+    div = params.label_divisor
+    written = []
+    bar = _Bar(args.quiet, desc=f"{mode} {args.plane if mode == 'stack' else ''}".strip())
+    try:
+        if mode == "batch":
+            out_path.mkdir(parents=True, exist_ok=True)
+            totals = dict.fromkeys(class_names.values(), 0)
+            items = list(iter_batch(source))
+            if not items:
+                raise ValueError(f"no 2D images found in {source}")
+            for i, (name, img) in enumerate(items):
+                labels = seg.segment_image(check_image(img, ndim=2))
+                target = out_path / f"{Path(name).stem}_labels.tif"
+                write_tiff(target, labels, overwrite=args.overwrite)
+                written.append(str(target))
+                for k, v in _summary(labels, div, class_names).items():
+                    totals[k] += v
+                bar(i + 1, len(items))
+            counts = totals
+        else:
+            if image is None:
+                image = open_image(source, key=args.key, level=args.level)
+            want = 2 if mode == "2d" else 3
+            image = check_image(image, ndim=want)
+            if _is_zarr(out_path):
+                out = create_output(out_path, image.shape, np.uint32, overwrite=args.overwrite,
+                                    resume=not args.overwrite,
+                                    params=_run_params_record(args, config.name),
+                                    slice_axis={"xy": 0, "xz": 1, "yz": 2}[args.plane]
+                                    if mode == "stack" else None)
+                if is_complete(out):
+                    print(f"empanada: {out_path} is already complete; pass --overwrite to "
+                          "run again", file=sys.stderr)
+                    labels = out
+                else:
+                    labels = _segment_into(seg, image, mode, args, out, bar, out_path)
+                    mark_complete(out)
+            else:
+                labels = _segment_into(seg, image, mode, args, None, bar, out_path)
+                write_tiff(out_path, labels, overwrite=args.overwrite)
+            written.append(str(out_path))
+            counts = _summary(labels, div, class_names)
+    finally:
+        bar.close()
+
+    elapsed = time.perf_counter() - start
+    summary = {"input": str(source), "output": written if mode == "batch" else written[0],
+               "mode": mode, "model": config.name, "objects": counts,
+               "seconds": round(elapsed, 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        objects = ", ".join(f"{n} {name}" for name, n in counts.items())
+        print(f"segmented {source} ({mode}) with {config.name} in {elapsed:.1f} s: {objects} "
+              f"-> {summary['output'] if mode != 'batch' else out_path}")
+    return 0
+
+
+def _segment_into(seg, image, mode, args, out, bar, out_path):
+    if mode == "2d":
+        labels = seg.segment_image(image)
+        if out is not None:
+            out[...] = labels
+        bar(1, 1)
+        return labels if out is None else out
+    if mode == "stack":
+        return seg.segment_stack(image, out, axis=args.plane, progress=bar)
+    if mode == "ortho":
+        if args.return_stacks:
+            consensus, stacks = seg.segment_orthoplanes(image, out, return_stacks=True,
+                                                        progress=bar)
+            _write_stacks(stacks, out_path, args.overwrite)
+            return consensus
+        return seg.segment_orthoplanes(image, out, progress=bar)
+    raise ValueError(f"unknown mode {mode!r}; choose from {_MODES}")
+
+
+def _write_stacks(stacks, out_path, overwrite):
+    from ._writers import create_output, write_tiff
+
+    for name, vol in stacks.items():
+        if _is_zarr(out_path):
+            arr = create_output(out_path, vol.shape, np.uint32, name=f"stack_{name}",
+                                overwrite=True)
+            arr[...] = vol
+        else:
+            target = out_path.with_name(f"{out_path.stem}_{name}{out_path.suffix}")
+            write_tiff(target, vol, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------ evaluate
+
+
+def run_evaluate(args):
+    """Handler of ``empanada evaluate`` (returns the exit code)."""
+    import empanada_core as ec
+
+    from ._readers import open_image
+
+    pred = np.asarray(open_image(args.pred, key=args.pred_key))
+    gt = np.asarray(open_image(args.gt, key=args.gt_key))
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred has shape {pred.shape} but gt has {gt.shape}; they must match")
+    for name, arr in (("pred", pred), ("gt", gt)):
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"{name} must hold integer labels; got dtype {arr.dtype}")
+    report = ec.evaluate_segmentation(
+        gt, pred, iou_thresholds=tuple(args.iou), label_divisor=args.label_divisor,
+        per_slice=args.per_slice and gt.ndim == 3,
+    )
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"objects: {report['n_gt']} in gt, {report['n_pred']} predicted")
+    print(f"semantic IoU: {report['semantic_iou']:.4f}")
+    for thr, m in report["instance"].items():
+        print(f"IoU >= {thr}: F1 {m['f1']:.4f}  AP {m['ap']:.4f}  precision "
+              f"{m['precision']:.4f}  recall {m['recall']:.4f}  (TP {m['tp']}, FP {m['fp']}, "
+              f"FN {m['fn']})")
+    pq = report["panoptic"]
+    print(f"PQ {pq['pq']:.4f}  (SQ {pq['sq']:.4f}, RQ {pq['rq']:.4f})")
+    if "per_slice" in report:
+        pooled = report["per_slice"]["pooled"]
+        print("per slice (pooled): " + ", ".join(
+            f"F1@{thr} {m['f1']:.4f}" for thr, m in pooled["instance"].items()))
+    return 0

@@ -1,0 +1,125 @@
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+tifffile = pytest.importorskip("tifffile")
+
+from empanada_models.cli import main  # noqa: E402
+from empanada_models.testing import write_test_model  # noqa: E402
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPANADA_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    write_test_model(tmp_path, "Blob")
+    yy, xx = np.mgrid[:80, :100]
+    vol = np.full((12, 80, 100), 200, np.uint8)
+    for z in range(12):
+        vol[z][(yy - 25) ** 2 + (xx - 20 - z) ** 2 <= 81] = 40
+        vol[z][(yy - 55) ** 2 + (xx - 70 + z) ** 2 <= 81] = 40
+    tifffile.imwrite(tmp_path / "vol.tif", vol)
+    tifffile.imwrite(tmp_path / "img.tif", vol[0])
+    (tmp_path / "batch").mkdir()
+    for i in range(3):
+        tifffile.imwrite(tmp_path / "batch" / f"im{i}.tif", vol[i * 4])
+    (tmp_path / "batch" / "Thumbs.db").write_bytes(b"junk")
+    return tmp_path
+
+
+SMALL = ["--model", "Blob.yaml", "--min-size", "10", "--min-extent", "2", "--quiet"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_stack_to_tiff_with_json_summary(workdir, capsys):
+    code, out, _ = run(capsys, "segment", "vol.tif", "-o", "out.tif", *SMALL, "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["mode"] == "stack"
+    assert summary["objects"] == {"blob": 2}
+    labels = tifffile.imread(workdir / "out.tif")
+    assert labels.shape == (12, 80, 100)
+    assert labels.dtype == np.uint32
+    assert set(np.unique(labels)) == {0, 10001, 10002}
+
+
+def test_existing_output_needs_overwrite(workdir, capsys):
+    assert run(capsys, "segment", "img.tif", "-o", "a.tif", *SMALL)[0] == 0
+    code, _, err = run(capsys, "segment", "img.tif", "-o", "a.tif", *SMALL)
+    assert code == 2
+    assert "--overwrite" in err
+    assert run(capsys, "segment", "img.tif", "-o", "a.tif", *SMALL, "--overwrite")[0] == 0
+
+
+def test_2d_image_is_2d(workdir, capsys):
+    assert run(capsys, "segment", "img.tif", "-o", "img_out.tif", *SMALL)[0] == 0
+    assert tifffile.imread(workdir / "img_out.tif").shape == (80, 100)
+
+
+def test_zarr_output_resumes_and_skips_when_complete(workdir, capsys):
+    assert run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL)[0] == 0
+    code, _, err = run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL)
+    assert code == 0
+    assert "already complete" in err
+    # different parameters on the same store: refused, asks for --overwrite
+    code, _, err = run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL,
+                       "--min-distance", "5")
+    assert code == 2
+    assert "overwrite" in err
+
+
+def test_ortho_with_stacks(workdir, capsys):
+    code, out, _ = run(capsys, "segment", "vol.tif", "-o", "o.tif", "--mode", "ortho",
+                       "--return-stacks", *SMALL)
+    assert code == 0
+    for name in ("o.tif", "o_xy.tif", "o_xz.tif", "o_yz.tif"):
+        assert (workdir / name).exists()
+
+
+def test_batch_folder_skips_stray_files(workdir, capsys):
+    code, out, _ = run(capsys, "segment", "batch", "-o", "batch_out", *SMALL)
+    assert code == 0
+    assert sorted(p.name for p in (workdir / "batch_out").iterdir()) == [
+        "im0_labels.tif", "im1_labels.tif", "im2_labels.tif"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["segment", "missing.tif", "-o", "x.tif"], "does not exist"),
+        (["segment", "vol.tif", "-o", "x.png"], "must end in"),
+        (["segment", "vol.tif", "-o", "x.tif", "--model", "NoSuchModel"], "NoSuchModel"),
+        (["segment", "vol.tif", "-o", "x.tif", "--downsampling", "3"], "power of two"),
+        (["segment", "img.tif", "-o", "x.tif", "--mode", "stack"], "3D"),
+        (["segment", "vol.tif", "-o", "x.tif", "--gpus", "2"], "multi-GPU"),
+    ],
+)
+def test_input_errors_exit_2(workdir, capsys, argv, message):
+    if "--model" not in argv:
+        argv = [*argv, "--model", "Blob.yaml"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_evaluate(workdir, capsys):
+    run(capsys, "segment", "vol.tif", "-o", "out.tif", *SMALL)
+    code, out, _ = run(capsys, "evaluate", "out.tif", "out.tif", "--json", "--per-slice")
+    assert code == 0
+    report = json.loads(out)
+    assert report["instance"]["0.5"]["f1"] == 1.0
+    assert report["panoptic"]["pq"] == 1.0
+    code, out, _ = run(capsys, "evaluate", "out.tif", "out.tif", "--iou", "0.9")
+    assert "IoU >= 0.9: F1 1.0000" in out
+    code, _, err = run(capsys, "evaluate", "out.tif", "img.tif")
+    assert code == 2
+    assert "shape" in err
