@@ -252,3 +252,31 @@ def test_eager_int8_quantization_prepares_and_converts(name):
     assert "quantized" in type(conv1).__module__
     if name.startswith("pdl"):
         assert isinstance(model.semantic_head.head[1], QuantizedConv2d)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["exported", "original-style-unfused"])
+def test_registry_loads_exported_files_unchanged(tmp_path, monkeypatch, fused):
+    """Files from export_torchscript, and plain scripted modules as the original shipped
+    them (same forward(x, render_steps, interpolate_ins) contract), load through the
+    registry and give the eager model's outputs."""
+    import empanada_models as em
+
+    monkeypatch.setenv("EMPANADA_HOME", str(tmp_path / "home"))
+    torch.manual_seed(0)
+    model = em.panoptic_deeplab_pr(encoder="resnet18").eval()
+    path = tmp_path / "net.pth"
+    em.export_torchscript(model, path, fuse=fused)
+    config = {
+        "model": str(path), "norms": {"mean": 0.57571, "std": 0.12765},
+        "padding_factor": 16, "thing_list": [1], "labels": [1], "class_names": {1: "mito"},
+    }
+    em.register_model("Exported", config)
+    loaded = em.load_model("Exported")
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        ref = model(x, 2, True)
+        got = loaded(x, 2, True)
+    for key in ("sem_logits", "ctr_hmp", "offsets"):
+        torch.testing.assert_close(got[key], ref[key], atol=1e-4, rtol=1e-4)
+    info = em.model_info("Exported")
+    assert info["num_params"] == em.count_parameters(em.fuse_model(model) if fused else model)
