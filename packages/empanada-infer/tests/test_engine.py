@@ -203,3 +203,18 @@ def test_real_volume_shapes_and_ids(blob_model, blob_config):
     ids = np.unique(out[out > 0])
     assert ((ids // DIV) == 1).all()
     assert (ids % DIV > 0).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(downsampling=2), dict(fine_boundaries=True, min_distance=7)],
+    ids=["coarse", "downsampled", "fine"],
+)
+def test_tiled_image_equals_whole_image(blob_model, blob_config, options):
+    rng = np.random.default_rng(0)
+    centers = [tuple(int(v) for v in c) for c in rng.integers(12, 288, (25, 2))]
+    img, _ = discs((300, 340), centers, 8)
+    whole = segmenter(blob_model, blob_config, **options).segment_image(img)
+    tiled = segmenter(blob_model, blob_config, tile_size=128, tile_overlap=64,
+                      **options).segment_image(img)
+    assert_same_partition(tiled, whole)

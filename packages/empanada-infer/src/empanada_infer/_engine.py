@@ -89,6 +89,12 @@ class SegmentationParams:
         bf16 autocast (GPU or CPU) or full precision.
     normalize : {'auto', 'percentile', 'dtype'}
         Intensity normalisation (see :func:`empanada_infer.normalize`).
+    tile_size : int
+        2D images with a side longer than this go through the network in
+        overlapping tiles (0: never). The tiles' outputs are stitched before
+        postprocessing, so objects are never cut or duplicated at tile borders.
+    tile_overlap : int
+        Context (pixels) each tile sees beyond the part of it that is kept.
     """
 
     downsampling: int = 1
@@ -108,6 +114,8 @@ class SegmentationParams:
     batch_size: int = 1
     precision: str = "fp32"
     normalize: str = "auto"
+    tile_size: int = 0
+    tile_overlap: int = 128
 
     def __post_init__(self):
         s = self.downsampling
@@ -116,7 +124,8 @@ class SegmentationParams:
         if not 0.0 <= float(self.confidence_thr) <= 1.0:
             raise ValueError(f"`confidence_thr` must be in [0, 1]; got {self.confidence_thr!r}")
         for name, minimum in (("min_distance", 1), ("batch_size", 1), ("min_size", 0),
-                              ("min_extent", 0), ("stuff_area", 0), ("label_divisor", 2)):
+                              ("min_extent", 0), ("stuff_area", 0), ("label_divisor", 2),
+                              ("tile_size", 0), ("tile_overlap", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
@@ -272,8 +281,50 @@ class Segmenter:
         image = _check_image(image, ndim=2)
         if value_range is None:
             value_range = self.value_range(image)
+        tile = self.params.tile_size
+        if tile and max(image.shape) > tile:
+            prob, ctr, off = self._forward_tiled(image, value_range)
+            return self.postprocess(prob, ctr, off, image.shape)
         prob, ctr, off = self.forward([self.normalize(image, value_range)])
         return self.postprocess(prob[0], ctr[0], off[0], image.shape)
+
+    def _forward_tiled(self, image, value_range):
+        """Network outputs of a large image, stitched from overlapping tiles.
+
+        Each tile is run with ``tile_overlap`` pixels of context on every side
+        and only its centre is kept, so the stitched maps cover the image once.
+        Offsets point from a pixel to its centre, so they stitch unchanged.
+        """
+        torch = self._torch
+        p = self.params
+        s = p.downsampling
+        grid = s if p.fine_boundaries else 4 * s  # image pixels per heatmap pixel
+        unit = grid * int(self.config.padding_factor)
+        step = max(unit, (p.tile_size // unit) * unit)
+        margin = -(-p.tile_overlap // grid) * grid
+        h, w = image.shape
+        gh, gw = -(-h // grid), -(-w // grid)
+        prob = ctr = off = None
+        for y0 in range(0, h, step):
+            for x0 in range(0, w, step):
+                ty0, tx0 = max(0, y0 - margin), max(0, x0 - margin)
+                ty1, tx1 = min(h, y0 + step + margin), min(w, x0 + step + margin)
+                tile = self.normalize(image[ty0:ty1, tx0:tx1], value_range)
+                t_prob, t_ctr, t_off = self.forward([tile])
+                if prob is None:
+                    prob = torch.zeros((t_prob.shape[1], gh * grid, gw * grid),
+                                       device=t_prob.device)
+                    ctr = torch.zeros((gh, gw), device=t_prob.device)
+                    off = torch.zeros((2, gh, gw), device=t_prob.device)
+                ky1, kx1 = min(h, y0 + step), min(w, x0 + step)
+                # keep [y0, ky1) x [x0, kx1): at full resolution, then on the heatmap grid
+                prob[:, y0:ky1, x0:kx1] = t_prob[0, :, y0 - ty0:ky1 - ty0, x0 - tx0:kx1 - tx0]
+                gy0, gx0 = y0 // grid, x0 // grid
+                gy1, gx1 = -(-ky1 // grid), -(-kx1 // grid)
+                oy, ox = ty0 // grid, tx0 // grid
+                ctr[gy0:gy1, gx0:gx1] = t_ctr[0, gy0 - oy:gy1 - oy, gx0 - ox:gx1 - ox]
+                off[:, gy0:gy1, gx0:gx1] = t_off[0, :, gy0 - oy:gy1 - oy, gx0 - ox:gx1 - ox]
+        return prob, ctr, off
 
     def segment_batch(self, images, *, progress=None, should_stop=None):
         """Segment a list of unrelated 2D images (each normalised on its own)."""

@@ -85,6 +85,8 @@ def register_segment(subparsers):
     g.add_argument("--semantic-only", action="store_true", help="no instances")
     g.add_argument("--max-objects", type=_positive_int, default=10000,
                    help="max objects per class (the label divisor)")
+    g.add_argument("--tile-size", type=_non_negative_int, default=0,
+                   help="run 2D images larger than this in overlapping tiles (0: never)")
     g = p.add_argument_group("3D parameters (as the 3D Inference widget)")
     g.add_argument("--median-size", type=_positive_int, default=3,
                    help="median filter window along the stack (odd)")
@@ -170,6 +172,7 @@ def _params(args):
         label_divisor=args.max_objects, median_size=args.median_size, min_size=args.min_size,
         min_extent=args.min_extent, vote_thr=args.vote_thr, allow_one_view=args.allow_one_view,
         batch_size=args.batch_size, precision=args.precision, normalize=args.normalize,
+        tile_size=args.tile_size,
     )
 
 
