@@ -211,8 +211,10 @@ def test_real_volume_shapes_and_ids(blob_model, blob_config):
     ids=["coarse", "downsampled", "fine"],
 )
 def test_tiled_image_equals_whole_image(blob_model, blob_config, options):
+    # well separated discs on a jittered grid, several across tile borders
     rng = np.random.default_rng(0)
-    centers = [tuple(int(v) for v in c) for c in rng.integers(12, 288, (25, 2))]
+    centers = [(y + int(rng.integers(-6, 7)), x + int(rng.integers(-6, 7)))
+               for y in range(25, 300, 45) for x in range(25, 340, 45)]
     img, _ = discs((300, 340), centers, 8)
     whole = segmenter(blob_model, blob_config, **options).segment_image(img)
     tiled = segmenter(blob_model, blob_config, tile_size=128, tile_overlap=64,

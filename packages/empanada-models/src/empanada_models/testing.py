@@ -29,7 +29,8 @@ class BlobModel(nn.Module):
     Parameters
     ----------
     threshold : float
-        Normalised intensity below which a pixel is foreground.
+        Normalised intensity below which a pixel is foreground. Below 0, so
+        that zero padding (mean grey after normalisation) stays background.
     sharpness : float
         Logit slope around the threshold.
     sigma : float
@@ -38,7 +39,7 @@ class BlobModel(nn.Module):
         Semantic channels (1: binary). With more, channel 1 is the blob class.
     """
 
-    def __init__(self, threshold=0.0, sharpness=8.0, sigma=6.0, num_classes=1):
+    def __init__(self, threshold=-0.5, sharpness=8.0, sigma=6.0, num_classes=1):
         super().__init__()
         self.threshold = float(threshold)
         self.sharpness = float(sharpness)
@@ -59,8 +60,7 @@ class BlobModel(nn.Module):
     def forward(self, x: torch.Tensor, render_steps: int = 2, interpolate_ins: bool = True):
         fg = self.sharpness * (self.threshold - x)
         mask = torch.sigmoid(fg)
-        heat = self._blur(mask)
-        heat = heat / heat.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+        heat = self._blur(mask)  # peaks of about 0.2 (small blobs) to 1 (large ones)
         # PointRend renders 2 steps from 1/4 to full size, each extra step doubles it.
         scale = 2 ** (render_steps - 2)
         if scale != 1:
@@ -80,7 +80,7 @@ class BlobModel(nn.Module):
 
 
 def write_test_model(folder, name="BlobNet_test", *, padding_factor=16, num_classes=1,
-                     threshold=0.0, sigma=6.0, description=None):
+                     threshold=-0.5, sigma=6.0, description=None):
     """Save a :class:`BlobModel` as TorchScript plus a registry config in ``folder``.
 
     Returns
