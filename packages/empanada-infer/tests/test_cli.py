@@ -99,7 +99,7 @@ def test_batch_folder_skips_stray_files(workdir, capsys):
         (["segment", "vol.tif", "-o", "x.tif", "--model", "NoSuchModel"], "NoSuchModel"),
         (["segment", "vol.tif", "-o", "x.tif", "--downsampling", "3"], "power of two"),
         (["segment", "img.tif", "-o", "x.tif", "--mode", "stack"], "3D"),
-        (["segment", "vol.tif", "-o", "x.tif", "--gpus", "2"], "multi-GPU"),
+        (["segment", "img.tif", "-o", "x.tif", "--gpus", "2"], "splits 3D volumes"),
     ],
 )
 def test_input_errors_exit_2(workdir, capsys, argv, message):
@@ -123,3 +123,12 @@ def test_evaluate(workdir, capsys):
     code, _, err = run(capsys, "evaluate", "out.tif", "img.tif")
     assert code == 2
     assert "shape" in err
+
+
+def test_two_processes_on_cpu_equal_one(workdir, capsys):
+    assert run(capsys, "segment", "vol.tif", "-o", "one.tif", *SMALL)[0] == 0
+    code, _, err = run(capsys, "segment", "vol.tif", "-o", "two.tif", *SMALL, "--gpus", "2",
+                       "--device", "cpu")
+    assert code == 0, err
+    np.testing.assert_array_equal(tifffile.imread(workdir / "two.tif"),
+                                  tifffile.imread(workdir / "one.tif"))

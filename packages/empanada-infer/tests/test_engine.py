@@ -220,3 +220,17 @@ def test_tiled_image_equals_whole_image(blob_model, blob_config, options):
     tiled = segmenter(blob_model, blob_config, tile_size=128, tile_overlap=64,
                       **options).segment_image(img)
     assert_same_partition(tiled, whole)
+
+
+@pytest.mark.parametrize("axis", [0, 2])
+def test_two_processes_equal_one(blob_model, blob_config, axis, tmp_path):
+    """Multi-device inference (here 2 CPU processes over gloo) gives the same labels."""
+    vol, _ = moving_discs(n_slices=11)
+    params = ei.SegmentationParams(min_size=10, min_extent=2, median_size=3)
+    single = ei.Segmenter(blob_model, blob_config, params, device="cpu").segment_stack(
+        vol, axis=axis)
+    np.save(tmp_path / "vol.npy", vol)
+    for source in (vol, tmp_path / "vol.npy"):
+        multi = ei.segment_stack_distributed(source, blob_config, params, axis=axis,
+                                             world_size=2, backend="gloo")
+        np.testing.assert_array_equal(multi, single)

@@ -33,6 +33,7 @@ _EXPORTS = {
     "segment_stack": "_engine",
     "segment_orthoplanes": "_engine",
     "ortho_merge": "_engine",
+    "segment_stack_distributed": "_distributed",
     "PLANES": "_engine",
 }
 

@@ -234,14 +234,12 @@ def run_segment(args):
     if mode == "batch" and not source.is_dir():
         raise ValueError(f"batch mode needs a folder of 2D images; {source} is not a folder")
     _check_output(out_path, mode, args.overwrite)
-    if args.gpus > 1:
-        raise ValueError(
-            "--gpus > 1 (multi-GPU inference) is not available yet in this version; run with "
-            "one device"
-        )
+    if args.gpus > 1 and mode not in ("stack", "ortho"):
+        raise ValueError(f"--gpus > 1 splits 3D volumes (stack or ortho mode); got mode {mode}")
 
     seg = Segmenter.from_registry(args.model, params, device=args.device,
                                   quantized=args.quantized)
+    seg.source = source
     config = seg.config
     class_names = dict(config.class_names)
     div = params.label_divisor
@@ -303,6 +301,8 @@ def run_segment(args):
 
 
 def _segment_into(seg, image, mode, args, out, bar, out_path):
+    if args.gpus > 1:
+        return _segment_distributed(seg, image, mode, args, out, out_path)
     if mode == "2d":
         labels = seg.segment_image(image)
         if out is not None:
@@ -319,6 +319,24 @@ def _segment_into(seg, image, mode, args, out, bar, out_path):
             return consensus
         return seg.segment_orthoplanes(image, out, progress=bar)
     raise ValueError(f"unknown mode {mode!r}; choose from {_MODES}")
+
+
+def _segment_distributed(seg, image, mode, args, out, out_path):
+    """Stack or ortho mode with one process per GPU (gloo processes on CPU devices)."""
+    from ._distributed import segment_stack_distributed
+    from ._engine import ortho_merge
+
+    backend = "gloo" if str(args.device).startswith("cpu") else None
+    source = seg.source if args.key is None and args.level is None else image
+    run = dict(world_size=args.gpus, backend=backend, quantized=args.quantized, key=args.key)
+    if mode == "stack":
+        return segment_stack_distributed(source, seg.config, seg.params, out, axis=args.plane,
+                                         **run)
+    stacks = {name: segment_stack_distributed(source, seg.config, seg.params, axis=name, **run)
+              for name in ("xy", "xz", "yz")}
+    if args.return_stacks:
+        _write_stacks(stacks, out_path, args.overwrite)
+    return ortho_merge(stacks, seg.params, seg.config, out=out, thing_list=seg.thing_list)
 
 
 def _write_stacks(stacks, out_path, overwrite):
