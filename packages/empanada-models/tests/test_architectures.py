@@ -308,7 +308,9 @@ def test_point_rend_scatters_reduced_precision_points_into_float_logits():
 
 @pytest.mark.parametrize(("build", "size"), [(small_pdl_pr, 64), (small_bifpn_pr, 128)])
 def test_channels_last_matches_contiguous(build, size):
-    model = randomise(build()).eval()
+    # Refine every point: with fewer points than pixels, PointRend's top-k choice of
+    # uncertain points can flip on last-bit differences between memory layouts.
+    model = randomise(build(subdivision_num_points=(size * 2) ** 2)).eval()
     x = torch.randn(1, 1, size, size)
     with torch.no_grad():
         reference = model(x, 3)
