@@ -132,3 +132,35 @@ def test_two_processes_on_cpu_equal_one(workdir, capsys):
     assert code == 0, err
     np.testing.assert_array_equal(tifffile.imread(workdir / "two.tif"),
                                   tifffile.imread(workdir / "one.tif"))
+
+
+def test_interrupted_zarr_run_is_finished_by_a_rerun(workdir, capsys):
+    """A run that dies half way leaves an incomplete store; the same command finishes it."""
+    import empanada_infer as ei
+    import empanada_models as em
+
+    args = ["segment", "vol.tif", "-o", "crash.zarr", *SMALL]
+    assert run(capsys, "segment", "vol.tif", "-o", "fresh.zarr", *SMALL)[0] == 0
+    # what the CLI would have started: same store, same recorded parameters
+    from empanada_infer.cli import _run_params_record
+    from empanada_models.cli import build_parser
+
+    parsed = build_parser().parse_args(args)
+    out = ei.create_output(workdir / "crash.zarr", (12, 80, 100), np.uint32, resume=True,
+                           params=_run_params_record(parsed, "Blob"), slice_axis=0)
+    config = em.ModelConfig.from_yaml(workdir / "Blob.yaml")
+    seg = ei.Segmenter(em.load_model(config), config,
+                       ei.SegmentationParams(min_size=10, min_extent=2), device="cpu")
+    calls = []
+    with pytest.raises(ei.InferenceCancelled):
+        seg.segment_stack(tifffile.imread(workdir / "vol.tif"), out,
+                          should_stop=lambda: calls.append(1) or len(calls) > 5)
+    assert not ei.is_complete(out)
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    import zarr
+
+    done = zarr.open_group(workdir / "crash.zarr", mode="r")["labels"]
+    assert ei.is_complete(done)
+    np.testing.assert_array_equal(done[:], zarr.open_group(workdir / "fresh.zarr",
+                                                           mode="r")["labels"][:])
