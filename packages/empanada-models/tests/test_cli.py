@@ -274,3 +274,15 @@ def test_export_over_an_existing_file_exits_2(home, tmp_path, capsys):
     assert code == 2
     assert "--force" in one_line_error(err)
     assert out.read_bytes() == b"keep"
+
+
+def test_info_counts_mitonet_parameters_from_the_architecture(capsys):
+    """Without downloaded weights, info counts the architecture in the config's MODEL block."""
+    from empanada_models.cli import main
+
+    assert main(["models", "info", "MitoNet_v1"]) == 0
+    assert "Parameters: 55,158,486" in capsys.readouterr().out
+    assert main(["models", "info", "MitoNet_v1_mini", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_params"] == 27_350_786
+    assert info["num_params_from"] == "architecture"

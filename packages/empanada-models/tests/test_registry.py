@@ -538,7 +538,8 @@ def test_model_info_builtin_not_downloaded(home):
     info = reg.model_info("MitoNet_v1_mini")
     assert info["origin"] == "built-in"
     assert info["cached"] is False
-    assert info["num_params"] is None
+    assert info["num_params"] == 27_350_786  # from the MODEL block, no download
+    assert info["num_params_from"] == "architecture"
     assert info["arch"] == "PanopticBiFPNPR"
     assert info["patch_multiple"] == 128
     assert info["model"].startswith("https://zenodo.org/")

@@ -648,6 +648,21 @@ def _architecture(config: ModelConfig) -> str | None:
     return arch if isinstance(arch, str) else None
 
 
+def _architecture_parameters(arch: str, arch_params) -> int | None:
+    """Parameter count of the eager architecture a config's ``MODEL`` block describes."""
+    import warnings
+
+    from ._builders import build_model, count_parameters
+
+    kwargs = {k: v for k, v in dict(arch_params).items() if k != "arch"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # stale keys of old configs are reported elsewhere
+            return count_parameters(build_model(arch, **kwargs))
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
 def _count_parameters(path: Path) -> int:
     module = _jit_load(path, "cpu")
     return int(sum(p.numel() for p in module.parameters()))
@@ -670,7 +685,9 @@ def model_info(name_or_config) -> dict[str, Any]:
         ``label_divisor``, ``padding_factor``, ``patch_multiple`` (what patch sizes
         must be divisible by), ``norms``, ``model`` and ``model_quantized`` (sources),
         ``cached`` and ``quantized_cached`` (available without downloading),
-        ``local_path``, ``num_params`` (None unless the weights are local or cached),
+        ``local_path``, ``num_params`` (from the weights when local or cached, else from
+        the architecture in the config's ``MODEL`` block, else None), ``num_params_from``
+        (``'weights'``, ``'architecture'`` or None),
         ``weights_error`` (why they could not be read, or None) and
         ``finetune_hints`` (sentences for the user).
 
@@ -700,6 +717,11 @@ def model_info(name_or_config) -> dict[str, Any]:
             num_params = _count_parameters(local)
         except (ChecksumError, RuntimeError, OSError) as exc:
             error = str(exc)
+    params_from = "weights" if num_params is not None else None
+    if num_params is None and arch and config.arch_params:
+        # no weights at hand: count the architecture the config describes
+        num_params = _architecture_parameters(arch, config.arch_params)
+        params_from = "architecture" if num_params is not None else None
     quant_local = cached_model_file(config, quantized=True) if config.model_quantized else None
 
     hints = [
@@ -750,6 +772,7 @@ def model_info(name_or_config) -> dict[str, Any]:
         "quantized_cached": quant_local is not None,
         "local_path": None if local is None else str(local),
         "num_params": num_params,
+        "num_params_from": params_from,
         "weights_error": error,
         "finetune_hints": hints,
     }

@@ -136,7 +136,9 @@ def _format_info(info) -> str:
         lines.append(f"Quantized weights (CPU only): {info['model_quantized']}")
         lines.append(f"  {q}")
     if info["num_params"] is not None:
-        lines.append(f"Parameters: {info['num_params']:,}")
+        source = " (counted from the architecture; weights not downloaded)" \
+            if info.get("num_params_from") == "architecture" else ""
+        lines.append(f"Parameters: {info['num_params']:,}{source}")
     if info["weights_error"]:
         lines.append(f"Weights problem: {info['weights_error']}")
     lines.append("Finetuning:")
