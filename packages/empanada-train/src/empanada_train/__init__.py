@@ -1,7 +1,59 @@
-"""empanada-train: Patch picking, dataset storage, targets, losses, training and finetuning.
+"""empanada-train: patches, datasets, targets, augmentations (training loop to come).
 
-Skeleton package: it installs and imports; the implementation follows in #5.
+Public names load their module on first use (the datasets import torch).
 """
 
+from importlib import import_module
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+_EXPORTS = {
+    # picking and storing patches
+    "Patch": "_patches",
+    "pick_patches": "_patches",
+    "pick_patches_from_file": "_patches",
+    "parse_patch_name": "_patches",
+    "store_patches": "_store",
+    "load_dataset": "_store",
+    # datasets and targets
+    "SingleClassInstanceDataset": "_dataset",
+    "PanopticDataset": "_dataset",
+    "example_weights": "_dataset",
+    "weighted_sampler": "_dataset",
+    "compute_norms": "_dataset",
+    "DEFAULT_NORMS": "_dataset",
+    "heatmap_and_offsets": "_targets",
+    "gaussian_kernel_size": "_targets",
+    # augmentations
+    "Compose": "_augment",
+    "RandomScale": "_augment",
+    "PadIfNeeded": "_augment",
+    "RandomCrop": "_augment",
+    "RandomRotate": "_augment",
+    "HorizontalFlip": "_augment",
+    "VerticalFlip": "_augment",
+    "RandomBrightnessContrast": "_augment",
+    "GaussianBlur": "_augment",
+    "GaussianNoise": "_augment",
+    "RandomInvert": "_augment",
+    "FactorPad": "_augment",
+    "default_train_augmentations": "_augment",
+    "eval_transform": "_augment",
+    "ORIGINAL_SCALE_RANGE": "_augment",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name):
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'empanada_train' has no attribute {name!r}") from None
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
