@@ -52,6 +52,20 @@ BUILDERS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run this module's many small ops on one thread.
+
+    On a shared 2-core machine, two OpenMP threads wait for each other at every op
+    whenever another process takes a core: these tests then ran 4x slower (200 s)
+    than on one thread. Results do not depend on the thread count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def restore_engine():
     """quantize_model sets the process-wide quantized engine; put it back after each test."""
@@ -113,6 +127,8 @@ def test_quantized_model_runs_scripts_and_keeps_the_contract(name):
     assert quarter["sem_logits"].shape[-1] == size // (2 if "_pr_" in name else 1)
     # scripting keeps forward(x, render_steps: int, interpolate_ins: bool)
     scripted = script(int8)
+    schema = str(scripted.forward.schema)
+    assert "Tensor x, int render_steps=2, bool interpolate_ins=True" in schema, schema
     for args in [(2, True), (1, False)]:
         got = run(scripted, x, *args)
         for key, value in run(int8, x, *args).items():
@@ -362,8 +378,10 @@ def realistic(name, images, masks, seed=0):
     Untrained weights are random noise, so their outputs say nothing about quantization
     error on a real model. Without training we get closer in three steps:
 
-    1. BatchNorm statistics are re-estimated on real EM crops (``images``), so every
-       channel of every layer has the scale it would have on data (fused into the convs);
+    1. the decoders and heads get He-normal convs (their N(0, 0.001) init leaves
+       BatchNorm inputs below its eps), and BatchNorm statistics are re-estimated on
+       real EM crops (``images``), so every channel of every layer has the scale it
+       would have on data (fused into the convs);
     2. the semantic head's last conv is a class-balanced least-squares probe that maps
        the features to the mitochondria masks (``masks``, at 1/4 resolution), so the
        logits are structured by image content with a realistic foreground fraction; the
@@ -380,14 +398,24 @@ def realistic(name, images, masks, seed=0):
                                            ins_decoder=True),
     }[name]
     model = factory()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        # the decoders' and heads' N(0, 0.001) init would leave their BatchNorm inputs
+        # below BatchNorm's eps; give them the gain of trained convs instead
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Conv2d) and not name.startswith("encoder."):
+                fan_in = m.weight[0].numel()
+                m.weight.normal_(0, (2.0 / fan_in) ** 0.5, generator=generator)
+    # batch statistics in BatchNorm only (dropout stays off), averaged over all batches
+    model.eval()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.reset_running_stats()
-            m.momentum = None  # cumulative average over all batches
-    model.train()
+            m.momentum = None
+            m.train()
     with torch.no_grad():
         for batch in images.split(8):
-            model(batch)
+            model(batch, 0, False)
     model.eval()
     features = []
     hook = model.semantic_head.head[1].register_forward_hook(
@@ -401,7 +429,6 @@ def realistic(name, images, masks, seed=0):
     positive = float(target.mean())
     weight = torch.where(target > 0, 0.5 / positive, 0.5 / (1 - positive)).sqrt()
     solution = torch.linalg.lstsq(a * weight, (8 * target - 4) * weight).solution.float()
-    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         conv = model.semantic_head.head[1]
         conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape))
@@ -452,21 +479,22 @@ def agreement(float_out, int8_out):
 
 
 # Minimum mask IoU and maximum relative RMS error (rms(int8 - float) / std(float)) per
-# output. Measured with this split on 5 model seeds (0-4), both backends:
+# output. Measured with this split on 5 model seeds (0-4; the test uses seed 0):
 #
 #                      mask IoU      sem_logits   ctr_hmp      offsets
-#   PDL-PR   x86       0.775-0.827   0.22-0.30    0.27-0.34    0.24-0.31
-#   PDL-PR   qnnpack   0.787-0.838   0.20-0.29    0.24-0.32    0.22-0.31
-#   BiFPN-PR x86       0.803-0.872   0.14-0.24    0.17-0.26    0.16-0.22
-#   BiFPN-PR qnnpack   0.815-0.886   0.15-0.22    0.17-0.25    0.16-0.19
+#   PDL-PR   x86       0.776-0.824   0.24-0.28    0.29-0.36    0.24-0.34
+#   PDL-PR   qnnpack   0.778-0.839   0.21-0.28    0.28-0.32    0.23-0.31
+#   BiFPN-PR x86       0.826-0.860   0.16-0.23    0.18-0.24    0.12-0.21
+#   BiFPN-PR qnnpack   0.843-0.869   0.16-0.21    0.16-0.23    0.11-0.19
 #
-# Calibrating the seed-0 models on wrongly scaled data fails every threshold: with
-# un-normalised [0, 1] crops IoU 0.33 (PDL) / 0.03 (BiFPN) and errors > 1; with crops
-# at half their scale IoU 0.55 / 0.63 and errors 0.47-0.82. Calibrating on Gaussian
-# noise instead of EM passes narrowly (IoU 0.74 / 0.84, errors up to 0.40 / 0.27).
+# Negative controls on the seed-0 models (x86), which fail the thresholds: calibrating
+# on un-normalised [0, 1] crops gives IoU 0.18 (PDL) / 0.29 (BiFPN) and errors of
+# 0.97-1.18; on crops at half their scale IoU 0.58 / 0.57 and errors of 0.56-0.80.
+# Calibrating on Gaussian noise instead of EM is borderline: PDL fails (offsets 0.43),
+# BiFPN passes (IoU 0.79, errors up to 0.28).
 THRESHOLDS = {
-    "pdl": {"iou": 0.70, "sem_logits": 0.40, "ctr_hmp": 0.42, "offsets": 0.40},
-    "bifpn": {"iou": 0.75, "sem_logits": 0.32, "ctr_hmp": 0.35, "offsets": 0.32},
+    "pdl": {"iou": 0.70, "sem_logits": 0.36, "ctr_hmp": 0.45, "offsets": 0.42},
+    "bifpn": {"iou": 0.75, "sem_logits": 0.30, "ctr_hmp": 0.32, "offsets": 0.30},
 }
 
 

@@ -29,6 +29,9 @@ _EXPORTS = {
     # export
     "fuse_model": "_export",
     "export_torchscript": "_export",
+    "quantize_model": "_quantize",
+    "export_quantized_torchscript": "_quantize",
+    "calibration_batches_from_images": "_quantize",
     # configs
     "ConfigError": "_config",
     "ModelConfig": "_config",
