@@ -53,7 +53,7 @@ class TestImage:
 
     @pytest.mark.parametrize("options", [dict(downsampling=2), dict(fine_boundaries=True,
                                          min_distance=7), dict(precision="bf16"),
-                                         dict(batch_size=4)])
+                                         dict(batch_size=4), dict(channels_last=True)])
     def test_options_find_the_same_objects(self, blob_model, blob_config, options):
         img, truth = discs((100, 130), CENTERS, 10)
         pan = segmenter(blob_model, blob_config, **options).segment_image(img)

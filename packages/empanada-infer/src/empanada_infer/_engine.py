@@ -95,6 +95,9 @@ class SegmentationParams:
         postprocessing, so objects are never cut or duplicated at tile borders.
     tile_overlap : int
         Context (pixels) each tile sees beyond the part of it that is kept.
+    channels_last : bool or None
+        Run the network in channels-last memory format (faster convolutions on
+        GPUs and recent CPUs). None: on CUDA devices only.
     """
 
     downsampling: int = 1
@@ -116,6 +119,7 @@ class SegmentationParams:
     normalize: str = "auto"
     tile_size: int = 0
     tile_overlap: int = 128
+    channels_last: bool | None = None
 
     def __post_init__(self):
         s = self.downsampling
@@ -190,6 +194,10 @@ class Segmenter:
         self.device = _resolve_device(device)
         self.model = model.to(self.device).eval()
         self._torch = torch
+        use_cl = self.params.channels_last
+        self.channels_last = self.device.type == "cuda" if use_cl is None else bool(use_cl)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.thing_list = () if self.params.semantic_only else tuple(config.thing_list)
 
     @classmethod
@@ -224,6 +232,8 @@ class Segmenter:
         pw = (-x.shape[-1]) % factor
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return x
 
     def forward(self, images):
