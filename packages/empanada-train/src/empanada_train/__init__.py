@@ -1,4 +1,4 @@
-"""empanada-train: patches, datasets, targets, augmentations (training loop to come).
+"""empanada-train: patches, datasets, targets, augmentations, losses, training and finetuning.
 
 Public names load their module on first use (the datasets import torch).
 """
@@ -40,6 +40,24 @@ _EXPORTS = {
     "default_train_augmentations": "_augment",
     "eval_transform": "_augment",
     "ORIGINAL_SCALE_RANGE": "_augment",
+    # losses
+    "BootstrapCE": "_losses",
+    "HeatmapMSE": "_losses",
+    "OffsetL1": "_losses",
+    "PointRendLoss": "_losses",
+    "PanopticLoss": "_losses",
+    # configs, training, finetuning
+    "TrainConfig": "_config",
+    "TrainConfigError": "_config",
+    "LabelSpec": "_config",
+    "parse_label_spec": "_config",
+    "merge_configs": "_config",
+    "FINETUNE_LAYERS": "_config",
+    "train": "_train",
+    "finetune": "_finetune",
+    "trainable_model": "_finetune",
+    "TrainResult": "_engine",
+    "set_trainable_layers": "_engine",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

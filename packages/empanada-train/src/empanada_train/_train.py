@@ -1,0 +1,629 @@
+"""Train a panoptic segmentation model from scratch (the "Train a model" module).
+
+:func:`train` reads a training config (:class:`TrainConfig`), builds any
+architecture of empanada-models for the config's classes, optionally loads
+pretrained encoder weights (the CEM1.5M ResNet-50 or any checkpoint), runs the
+optimisation loop with validation, and writes a TorchScript model with its
+registry config, registered in one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import urllib.parse
+import uuid
+import warnings
+from pathlib import Path
+
+import torch
+
+from ._config import (
+    CEM_RESNET50_URL,
+    TrainConfig,
+    TrainConfigError,
+    check_model_name,
+)
+from ._engine import (
+    LoopSpec,
+    TrainResult,
+    finish_logs,
+    load_best_weights,
+    run_loop,
+    set_trainable_layers,
+    timer,
+)
+from ._losses import PanopticLoss
+
+__all__ = ["train"]
+
+logger = logging.getLogger("empanada_train")
+
+_SINGLE = "SingleClassInstanceDataset"
+_PANOPTIC = "PanopticDataset"
+
+
+# --------------------------------------------------------------------------- classes
+
+
+@dataclasses.dataclass(frozen=True)
+class Classes:
+    """The classes of a run, resolved from the DATASET block."""
+
+    labels: tuple
+    class_names: dict
+    thing_list: tuple
+    label_divisor: int
+    dataset_class: str
+    num_classes: int
+
+    @property
+    def single_class(self):
+        return self.dataset_class == _SINGLE
+
+
+def resolve_classes(cfg):
+    """Check the DATASET block against the rest of the config; derive the class setup."""
+    ds = cfg.dataset
+    labels = tuple(sorted(ds["labels"] or ()))
+    if not labels:
+        raise TrainConfigError("`DATASET.labels` is missing; give the class ids (or a label "
+                               "spec with --labels)")
+    if list(labels) != list(range(1, len(labels) + 1)):
+        raise TrainConfigError(
+            f"`DATASET.labels` must be the class ids 1..n (each is the index of a logit "
+            f"channel); got {list(labels)}"
+        )
+    thing_list = tuple(sorted(ds["thing_list"] or ()))
+    extra = sorted(set(thing_list) - set(labels))
+    if extra:
+        raise TrainConfigError(f"`DATASET.thing_list` has classes {extra} that are not in "
+                               f"`DATASET.labels` {list(labels)}")
+    names = ds["class_names"] or {}
+    if set(names) != set(labels):
+        raise TrainConfigError(
+            f"`DATASET.class_names` must name every class id in `DATASET.labels` and "
+            f"nothing else; labels are {list(labels)}, class_names has {sorted(names)}"
+        )
+    params = cfg.train["dataset_params"]
+    for key, mine in (("labels", labels), ("thing_list", thing_list)):
+        if params[key] is not None and tuple(sorted(params[key])) != mine:
+            raise TrainConfigError(
+                f"`TRAIN.dataset_params.{key}` {params[key]} disagrees with "
+                f"`DATASET.{key}` {list(mine)}; remove it (DATASET is used)"
+            )
+    divisor = ds["label_divisor"]
+    if divisor is not None and params["label_divisor"] not in (None, divisor):
+        raise TrainConfigError(
+            f"`TRAIN.dataset_params.label_divisor` {params['label_divisor']} disagrees with "
+            f"`DATASET.label_divisor` {divisor}"
+        )
+    if divisor is None:
+        divisor = params["label_divisor"] or cfg.eval["engine_params"]["label_divisor"] or 1000
+    single = labels == (1,) and thing_list == (1,)
+    dataset_class = cfg.train["dataset_class"] or (_SINGLE if single else _PANOPTIC)
+    if dataset_class == _SINGLE and not single:
+        raise TrainConfigError(
+            "`TRAIN.dataset_class` SingleClassInstanceDataset needs exactly one instance "
+            f"class (labels [1], thing_list [1]); got labels {list(labels)}, thing_list "
+            f"{list(thing_list)}: use PanopticDataset"
+        )
+    allowed = (1, 2) if len(labels) == 1 else (len(labels) + 1,)
+    num_classes = cfg.model.get("num_classes")
+    if num_classes is None:
+        num_classes = 1 if len(labels) == 1 else len(labels) + 1
+    elif num_classes not in allowed:
+        raise TrainConfigError(
+            f"`MODEL.num_classes` {num_classes} does not fit {len(labels)} classes: use "
+            f"{' or '.join(map(str, allowed))} (or null to derive it)"
+        )
+    return Classes(labels, {int(k): v for k, v in names.items()}, thing_list, int(divisor),
+                   dataset_class, int(num_classes))
+
+
+# ------------------------------------------------------------------ shared set-up
+
+
+def resolve_device(text):
+    """``'auto'`` -> cuda when available, else cpu; other strings as torch devices."""
+    if text in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError) as exc:
+        raise TrainConfigError(f"`TRAIN.device` must be 'auto', 'cpu', 'cuda' or 'cuda:N'; "
+                               f"got {text!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainConfigError(f"`TRAIN.device` {text!r} asks for a GPU, but torch sees none")
+    return device
+
+
+def resolve_precision(cfg, device):
+    """'bf16' (or 'fp16' on GPUs without bf16) with TRAIN.amp, else 'fp32'."""
+    if not cfg.train["amp"]:
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cfg.train["amp_cpu"] else "fp32"
+
+
+def _existing_dir(cfg, value, key):
+    path = cfg.resolve_path(value)
+    if path is None:
+        raise TrainConfigError(f"`{key}` is missing; give the dataset folder")
+    if not path.is_dir():
+        raise FileNotFoundError(f"`{key}` folder not found: {path}")
+    return path
+
+
+def training_items(cfg):
+    """``load_dataset`` items of TRAIN.train_dir and TRAIN.additional_train_dirs."""
+    from ._store import load_dataset
+
+    dirs = [_existing_dir(cfg, cfg.train["train_dir"], "TRAIN.train_dir")]
+    for i, extra in enumerate(cfg.train["additional_train_dirs"] or ()):
+        dirs.append(_existing_dir(cfg, extra, f"TRAIN.additional_train_dirs[{i}]"))
+    items = load_dataset(dirs)
+    batch = cfg.train["batch_size"]
+    if len(items) < batch:
+        raise ValueError(
+            f"the training data ({', '.join(map(str, dirs))}) holds {len(items)} annotated "
+            f"images, fewer than the batch size {batch}; annotate more images or lower the "
+            f"batch size (TRAIN.batch_size, --batch-size)"
+        )
+    return items
+
+
+def eval_items(cfg):
+    from ._store import load_dataset
+
+    if cfg.eval["eval_dir"] is None:
+        return None
+    return load_dataset(_existing_dir(cfg, cfg.eval["eval_dir"], "EVAL.eval_dir"))
+
+
+def make_dataset(items, classes, transforms, cfg, norms):
+    from ._dataset import PanopticDataset, SingleClassInstanceDataset
+
+    params = cfg.train["dataset_params"]
+    gamma = cfg.train["weight_gamma"]
+    if gamma is None:
+        gamma = params["weight_gamma"] if params["weight_gamma"] is not None else 0.0
+    common = {"transforms": transforms, "heatmap_sigma": params["heatmap_sigma"],
+              "weight_gamma": gamma, "norms": norms,
+              "intensity_mode": params["intensity_mode"]}
+    if classes.single_class:
+        return SingleClassInstanceDataset(items, **common)
+    dataset = PanopticDataset(items, classes.labels, classes.thing_list, classes.label_divisor,
+                              **common)
+    dataset.validate()
+    return dataset
+
+
+def padding_factor_of(arch, model_kwargs):
+    """Multiple that input sizes need: the encoder stride (PDL) or 128 (BiFPN)."""
+    if "BiFPN" in arch:
+        return 128
+    return int(model_kwargs.get("stage4_stride") or 16)
+
+
+def schedule(cfg, n_items):
+    """Total iterations, validation and checkpoint cadence (all in iterations)."""
+    t = cfg.train
+    per_epoch = max(1, n_items // t["batch_size"])
+    epochs = t["epochs"] or t["schedule_params"]["epochs"]
+    if t["iterations"] is not None and epochs is not None:
+        raise TrainConfigError("set either `TRAIN.iterations` or `TRAIN.epochs` "
+                               "(`schedule_params.epochs`), not both")
+    total = t["iterations"] or (epochs * per_epoch if epochs else 500)
+    eval_every = cfg.eval["eval_every"] or (
+        cfg.eval["epochs_per_eval"] * per_epoch if cfg.eval["epochs_per_eval"] else
+        max(1, total // 5))
+    save_every = t["save_every"] or (t["save_freq"] * per_epoch if t["save_freq"] else eval_every)
+    return total, eval_every, save_every
+
+
+def workers_for(cfg, device):
+    workers = cfg.train["workers"]
+    if workers is None:
+        workers = 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+    return workers
+
+
+def criterion_from(cfg):
+    p = cfg.train["criterion_params"]
+    return PanopticLoss(ce_weight=p["ce_weight"], mse_weight=p["mse_weight"],
+                        l1_weight=p["l1_weight"], pr_weight=p["pr_weight"],
+                        top_k_percent=p["top_k_percent"])
+
+
+def check_name_free(name, overwrite):
+    import empanada_models as em
+
+    if not overwrite and name in em.list_models():
+        raise em.ModelExistsError(
+            f"a model named {name!r} is already registered; choose another name, pass "
+            f"overwrite=True (--overwrite), or register=False (--no-register)"
+        )
+
+
+def engine_params(cfg, classes):
+    p = dict(cfg.eval["engine_params"])
+    p["thing_list"] = list(classes.thing_list)
+    p["label_divisor"] = classes.label_divisor
+    return p
+
+
+def finetune_block(cfg, classes):
+    """The FINETUNE block of an exported model config (criterion, dataset, engine)."""
+    c = cfg.train["criterion_params"]
+    dataset_params = {"weight_gamma": cfg.train["weight_gamma"]
+                      if cfg.train["weight_gamma"] is not None
+                      else cfg.train["dataset_params"]["weight_gamma"]}
+    if not classes.single_class:
+        dataset_params.update(labels=list(classes.labels), thing_list=list(classes.thing_list),
+                              label_divisor=classes.label_divisor)
+    return {
+        "criterion": "PanopticLoss",
+        "criterion_params": {"ce_weight": c["ce_weight"], "mse_weight": c["mse_weight"],
+                             "l1_weight": c["l1_weight"], "pr_weight": c["pr_weight"],
+                             "top_k_percent": c["top_k_percent"]},
+        "dataset_class": classes.dataset_class,
+        "dataset_params": dataset_params,
+        "engine": "PanopticDeepLabEngine",
+        "engine_params": engine_params(cfg, classes),
+    }
+
+
+# --------------------------------------------------------------------- pretraining
+
+
+def _download(url):
+    import empanada_models as em
+
+    name = Path(urllib.parse.urlparse(url).path).name or "encoder.pth"
+    dest = em.cache_dir() / name
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
+    logger.info("downloading encoder weights %s", url)
+    try:
+        torch.hub.download_url_to_file(url, os.fspath(tmp), progress=False)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def _norms_of(value, where):
+    if value is None:
+        return None
+    if isinstance(value, dict) and set(value) >= {"mean", "std"}:
+        value = (value["mean"], value["std"])
+    try:
+        mean, std = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: `norms` must be (mean, std); got {value!r}") from None
+    return mean, std
+
+
+def load_pretraining(cfg, model):
+    """Load TRAIN.encoder_pretraining into ``model.encoder``; return its norms or None."""
+    import empanada_models as em
+
+    spec = cfg.train["encoder_pretraining"]
+    if spec.lower() in ("cem", "cem1.5m", "cem1.5m_swav_resnet50"):
+        spec = CEM_RESNET50_URL
+    if spec.startswith(("http://", "https://")):
+        path = _download(spec)
+    else:
+        path = cfg.resolve_path(spec)
+        if not path.is_file():
+            raise FileNotFoundError(f"`TRAIN.encoder_pretraining` file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors come in many types
+        raise ValueError(
+            f"cannot read encoder weights {path} with torch.load(weights_only=True): {exc}; "
+            f"save a plain state_dict (or {{'state_dict': ..., 'norms': [mean, std]}})"
+        ) from exc
+    norms = None
+    if isinstance(state, dict) and state.get("format") == "empanada-train-checkpoint":
+        weights = {k: v for k, v in state["model"].items() if k.startswith("encoder.")}
+        norms = _norms_of(state.get("norms"), path)
+    elif isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        weights = state["state_dict"]
+        norms = _norms_of(state.get("norms"), path)
+    elif isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+        weights = state
+    else:
+        raise ValueError(f"{path} holds no state_dict of encoder weights")
+    report = em.load_encoder_weights(model, weights)
+    # BatchNorm's num_batches_tracked is never reported missing
+    n_encoder = sum(not k.endswith("num_batches_tracked") for k in model.encoder.state_dict())
+    if len(report.missing_keys) >= n_encoder:
+        raise ValueError(
+            f"none of the weights in {path} match the {cfg.model['encoder']!r} encoder "
+            f"(MODEL.encoder); the CEM weights fit resnet50 only"
+        )
+    if report.missing_keys:
+        logger.warning("%d encoder tensors were not in %s and keep their initial values "
+                       "(e.g. %s)", len(report.missing_keys), path, report.missing_keys[0])
+    if report.unexpected_keys:
+        logger.info("ignored %d tensors of %s that the encoder does not have",
+                    len(report.unexpected_keys), path)
+    return norms
+
+
+# ------------------------------------------------------------------------- exporting
+
+
+@contextlib.contextmanager
+def quiet_torchscript():
+    """Silence PyTorch's TorchScript deprecation warnings (the format is still the
+    one empanada-napari loads)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*torch\.jit\.\w+.* is deprecated", DeprecationWarning)
+        warnings.filterwarnings("ignore", r".*TorchScript.*deprecated", DeprecationWarning)
+        yield
+
+
+def int8_exporter():
+    """``export_quantized_torchscript`` of empanada-models, or None if it has none."""
+    import empanada_models as em
+
+    fn = getattr(em, "export_quantized_torchscript", None)
+    if fn is None:
+        try:
+            from empanada_models._quantize import export_quantized_torchscript as fn
+        except ImportError:
+            return None
+    return fn
+
+
+def calibration_batches(dataset, *, batch_size=4, n_images=32):
+    """Normalised training crops for int8 calibration (the original used 32 batches)."""
+    images = [dataset[i]["image"] for i in range(min(len(dataset), n_images))]
+    return [torch.stack(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+
+
+def export_quantized(model, path, dataset, notes):
+    exporter = int8_exporter()
+    if exporter is None:
+        notes.append("this empanada-models has no int8 export: no quantized model written")
+        return None
+    try:
+        with quiet_torchscript():
+            exporter(model, path, calibration_batches(dataset))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        notes.append(f"int8 export failed ({exc}); only the float model was written")
+        return None
+    return Path(path)
+
+
+def write_run_config(cfg, path):
+    """Save the complete training config of a run (paths made absolute)."""
+    resolved = {"TRAIN.model_dir": None if cfg.train["model_dir"] is None
+                else os.fspath(cfg.resolve_path(cfg.train["model_dir"]))}
+    for key, block, name in (("TRAIN.train_dir", cfg.train, "train_dir"),
+                             ("EVAL.eval_dir", cfg.eval, "eval_dir"),
+                             ("TRAIN.encoder_pretraining", cfg.train, "encoder_pretraining")):
+        value = block[name]
+        if value is not None and not str(value).startswith(("http://", "https://")) \
+                and str(value).lower() not in ("cem", "cem1.5m", "cem1.5m_swav_resnet50"):
+            resolved[key] = os.fspath(cfg.resolve_path(value))
+    extra = cfg.train["additional_train_dirs"]
+    if extra:
+        resolved["TRAIN.additional_train_dirs"] = [os.fspath(cfg.resolve_path(d)) for d in extra]
+    return dataclasses.replace(cfg.updated(resolved), source=None).to_yaml(path)
+
+
+def write_model_config(path, data, name):
+    import empanada_models as em
+
+    config = em.ModelConfig.from_dict(data, name=name)
+    return config.to_yaml(path)
+
+
+def register_outputs(name, config_path, model_path, quantized_path, overwrite):
+    import empanada_models as em
+
+    return em.register_model(name, config_path, model_file=model_path,
+                             quantized_file=quantized_path, overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(config=None, *, overrides=None, resume=None, progress=None, should_stop=None,
+          register=True, overwrite=False):
+    """Train a panoptic segmentation model from scratch and register it.
+
+    Parameters
+    ----------
+    config : TrainConfig, mapping, path-like or None
+        A training config (original schema; see ``docs/training.md`` and
+        ``configs/train_mitolite.yaml``); None uses the defaults.
+    overrides : mapping, optional
+        Changes applied on top of ``config`` (dotted keys allowed, e.g.
+        ``{"TRAIN.iterations": 20, "TRAIN.train_dir": "data/train"}``).
+    resume : path-like, optional
+        A checkpoint (``<name>_checkpoint.pth.tar``) of an interrupted run of
+        the same config; training continues at its iteration.
+    progress : callable, optional
+        Called with a dict once before the first iteration (``phase='start'``,
+        ``iteration`` (0, or the resumed one), ``total``), after every
+        iteration (``phase='train'``, ``iteration``, ``total``, ``loss`` (dict
+        of floats), ``lr``) and after every validation (``phase='eval'``,
+        ``metrics``, ``best``).
+    should_stop : callable, optional
+        Polled after every iteration; when it returns True a checkpoint is
+        written and the run ends without exporting (``result.stopped``).
+    register : bool, optional
+        Register the exported model under ``model_name`` (usable at once by
+        ``empanada segment --model NAME``).
+    overwrite : bool, optional
+        Replace a registered model of the same name.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    TrainConfigError
+        An invalid config (the message names the key).
+    FileNotFoundError
+        A dataset folder, the checkpoint or the pretrained weights are missing.
+    ValueError
+        Too few images for the batch size, invalid masks, a checkpoint that
+        does not fit.
+    empanada_models.ModelExistsError
+        ``register`` and the name is taken (checked before training starts).
+    FloatingPointError
+        The loss became NaN or infinite.
+
+    Notes
+    -----
+    The recipe is the original's: AdamW (weight decay 0.1, none for biases
+    and norm weights), OneCycleLR to ``max_lr`` 3e-3 stepped every iteration,
+    bf16 autocast on GPUs, the loss of :class:`PanopticLoss`, batches drawn by
+    a weighted sampler balancing the data sources (``weight_gamma``).
+    Differences: iterations (not epochs) are the unit, so runs of a few
+    iterations work; gradients are clipped (``TRAIN.grad_clip``); frozen
+    BatchNorm layers keep their statistics; validation scores the true masks
+    (not masks rebuilt from the targets); the exported model holds the best
+    validated weights when there is an ``EVAL.eval_dir``.
+
+    Outputs in ``TRAIN.model_dir`` (default ``./<model_name>``):
+    ``<name>.pth`` (TorchScript), ``<name>.yaml`` (registry config),
+    ``<name>_quantized.pth`` (with ``TRAIN.quantize``),
+    ``<name>_checkpoint.pth.tar`` (resumable), ``<name>_best.pth.tar``,
+    ``<name>_log.csv`` and ``<name>_log.png`` (with matplotlib).
+    """
+    elapsed = timer()
+    cfg = TrainConfig.load(config, overrides=overrides)
+    if cfg.model_name is None:
+        raise TrainConfigError("`model_name` is missing; set it in the config or pass --name")
+    name = check_model_name(cfg.model_name)
+    if register:
+        check_name_free(name, overwrite)
+    classes = resolve_classes(cfg)
+    device = resolve_device(cfg.train["device"])
+    items = training_items(cfg)
+    evals = eval_items(cfg)
+
+    import empanada_models as em
+
+    arch = cfg.model["arch"]
+    model_kwargs = {k: v for k, v in cfg.model.items() if k != "arch"}
+    model_kwargs["num_classes"] = classes.num_classes
+    torch.manual_seed(cfg.train["seed"] or 0)  # the initial weights, and then the run
+    try:
+        model = em.build_model(arch, **model_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise TrainConfigError(f"MODEL: {exc}") from exc
+    notes = []
+    norms = None
+    layers = cfg.train["finetune_layer"] or "all"
+    if cfg.train["encoder_pretraining"]:
+        norms = load_pretraining(cfg, model)
+        given = cfg.dataset["norms"]
+        if norms is not None and given is not None and \
+                (given["mean"], given["std"]) != tuple(norms):
+            notes.append(f"DATASET.norms replaced by the pretrained encoder's normalisation "
+                         f"(mean {norms[0]:.5f}, std {norms[1]:.5f}), as the original did")
+    elif layers != "all":
+        notes.append(f"TRAIN.finetune_layer {layers!r} ignored: without encoder_pretraining "
+                     f"the whole model trains")
+        layers = "all"
+    set_trainable_layers(model, layers)
+    if norms is None and cfg.dataset["norms"] is not None:
+        norms = (cfg.dataset["norms"]["mean"], cfg.dataset["norms"]["std"])
+    if norms is None:
+        from ._dataset import compute_norms
+
+        norms = compute_norms(items, intensity_mode=cfg.train["dataset_params"]["intensity_mode"])
+        notes.append(f"normalisation computed from the training images: mean {norms[0]:.5f}, "
+                     f"std {norms[1]:.5f}")
+
+    padding_factor = padding_factor_of(arch, model_kwargs)
+    patch = cfg.train["patch_size"]
+    if patch % padding_factor:
+        raise TrainConfigError(
+            f"`TRAIN.patch_size` {patch} must be a multiple of {padding_factor} for "
+            f"{arch} (use e.g. {max(padding_factor, patch // padding_factor * padding_factor)})"
+        )
+    from ._augment import default_train_augmentations
+
+    transforms = default_train_augmentations(patch, **cfg.train["augmentations"])
+    dataset = make_dataset(items, classes, transforms, cfg, norms)
+    eval_dataset = make_dataset(evals, classes, None, cfg, norms) if evals else None
+    total, eval_every, save_every = schedule(cfg, len(items))
+    model_dir = cfg.resolve_path(cfg.train["model_dir"]) or Path.cwd() / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_run_config(cfg, model_dir / f"{name}_training.yaml")
+
+    spec = LoopSpec(
+        kind="train", name=name, model_dir=model_dir, model=model, device=device,
+        dataset=dataset, eval_dataset=eval_dataset, criterion=criterion_from(cfg),
+        total_iterations=total, batch_size=cfg.train["batch_size"],
+        workers=workers_for(cfg, device), seed=cfg.train["seed"] or 0,
+        precision=resolve_precision(cfg, device), grad_clip=cfg.train["grad_clip"],
+        eval_every=eval_every, save_every=save_every, best_metric=cfg.eval["best_metric"],
+        padding_factor=padding_factor, labels=classes.labels, thing_list=classes.thing_list,
+        class_names=classes.class_names, label_divisor=classes.label_divisor,
+        single_class=classes.single_class, engine_params=engine_params(cfg, classes),
+        optimizer_params=cfg.train["optimizer_params"],
+        schedule_params=cfg.train["schedule_params"], config=cfg.to_dict(),
+        norms=tuple(norms), extra={"finetune_layer": layers},
+    )
+    resume = resume if resume is not None else cfg.resolve_path(cfg.train["resume"])
+    done, history, best, metrics, stopped = run_loop(spec, resume=resume, progress=progress,
+                                                     should_stop=should_stop)
+    result = TrainResult(
+        model_name=name, model_dir=model_dir, checkpoint_path=spec.checkpoint_path,
+        log_path=spec.log_path, iterations=done, total_iterations=total, history=history,
+        best=best, metrics=metrics, stopped=stopped, notes=notes,
+        best_checkpoint_path=spec.best_path if best is not None else None,
+    )
+    result.plot_path = finish_logs(spec, history, notes)
+    if stopped:
+        result.seconds = elapsed()
+        return result
+
+    result.exported_from = load_best_weights(spec, best, notes)
+    model.cpu().eval()
+    model_path = model_dir / f"{name}.pth"
+    with quiet_torchscript():
+        em.export_torchscript(model, model_path)
+    quantized = None
+    if cfg.train["quantize"]:
+        quantized = export_quantized(model, model_dir / f"{name}_quantized.pth", dataset, notes)
+    description = cfg.description or (
+        f"{arch} with a {cfg.model['encoder']} encoder, trained from scratch with "
+        f"empanada-train on {len(items)} images for {done} iterations."
+    )
+    config_path = write_model_config(model_dir / f"{name}.yaml", {
+        "model": model_path.name,
+        "model_quantized": quantized.name if quantized else None,
+        "norms": {"mean": float(norms[0]), "std": float(norms[1])},
+        "padding_factor": padding_factor,
+        "thing_list": list(classes.thing_list),
+        "labels": list(classes.labels),
+        "class_names": dict(classes.class_names),
+        "description": description,
+        "arch": arch,
+        "MODEL": {"arch": arch, **model_kwargs},
+        "FINETUNE": finetune_block(cfg, classes),
+    }, name)
+    result.model_path, result.config_path, result.quantized_path = \
+        model_path, config_path, quantized
+    if register:
+        result.registered = register_outputs(name, config_path, model_path, quantized, overwrite)
+    result.seconds = elapsed()
+    return result
