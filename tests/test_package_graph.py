@@ -62,3 +62,14 @@ def test_sources_import_only_allowed_siblings(name):
     for path in (PACKAGES / name / "src").rglob("*.py"):
         for module in pattern.findall(path.read_text()):
             assert module in allowed, f"{path.relative_to(ROOT)} imports {module}"
+
+
+@pytest.mark.parametrize("module", ["empanada_core", "empanada_models", "empanada_infer",
+                                    "empanada_train"])
+def test_every_public_name_resolves(module):
+    """The lazy __init__ maps of each package point at names that exist."""
+    import importlib
+
+    package = importlib.import_module(module)
+    for name in package.__all__:
+        getattr(package, name)

@@ -58,6 +58,8 @@ _EXPORTS = {
     "trainable_model": "_finetune",
     "TrainResult": "_engine",
     "set_trainable_layers": "_engine",
+    "load_checkpoint": "_engine",
+    "DEFAULTS": "_config",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

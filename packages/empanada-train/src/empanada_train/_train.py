@@ -373,16 +373,10 @@ def quiet_torchscript():
 
 
 def int8_exporter():
-    """``export_quantized_torchscript`` of empanada-models, or None if it has none."""
+    """``export_quantized_torchscript`` of empanada-models."""
     import empanada_models as em
 
-    fn = getattr(em, "export_quantized_torchscript", None)
-    if fn is None:
-        try:
-            from empanada_models._quantize import export_quantized_torchscript as fn
-        except ImportError:
-            return None
-    return fn
+    return em.export_quantized_torchscript
 
 
 def calibration_batches(dataset, *, batch_size=4, n_images=32):
