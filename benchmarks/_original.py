@@ -26,6 +26,21 @@ Adapters and return conventions
     Consensus instance ids 1..M (gaps where filters removed objects).
 ``original_median_stack(probs, size) -> list of (C, H, W) float32``
     The sequence the original median queue emits, in emission order.
+
+Full engines (model included), for end-to-end runs on CPU:
+
+``original_engine2d(image, model_config, ...) -> (H, W) int32``
+    ``Engine2d.infer`` (normalise, pad, TorchScript forward, postprocess,
+    ``force_connected``).
+``original_engine3d(volume, axis, model_config, ...) -> {class_id: 3D int32}``
+    ``Engine3d.infer_on_axis`` (with its forward-matching process) followed by
+    ``stack_postprocessing``, as the napari 3D widget's stack mode.
+``original_engine_ortho(volume, model_config, ...) -> {class_id: 3D int32}``
+    ``infer_on_axis`` along xy, xz and yz, then ``tracker_consensus``, as the
+    widget's ortho-plane mode.
+
+``make_original_engine2d`` / ``make_original_engine3d`` build the engine (and
+load the model) once, so that runs can be timed without the model loading.
 """
 
 from __future__ import annotations
@@ -34,8 +49,10 @@ import contextlib
 import importlib
 import importlib.util
 import io
+import os
 import queue as _queue
 import sys
+import time
 import types
 from types import SimpleNamespace
 
@@ -48,6 +65,13 @@ __all__ = [
     "original_assemble_stack",
     "original_ortho_consensus",
     "original_median_stack",
+    "original_model_config",
+    "make_original_engine2d",
+    "make_original_engine3d",
+    "original_engine2d",
+    "original_engine3d",
+    "original_engine_ortho",
+    "original_stacks_from_trackers",
     "AXIS_NAMES",
 ]
 
@@ -510,3 +534,254 @@ def original_median_stack(probs, size):
         for out in mq.end():
             emitted.append(out["sem"][0].cpu().numpy().copy())
     return emitted
+
+
+# --------------------------------------------------------------------------
+# Full engines: Engine2d / Engine3d with a TorchScript model, on the CPU
+# --------------------------------------------------------------------------
+
+
+def original_model_config(config, model_path=None):
+    """A model config dict as the original engines read it.
+
+    Args:
+        config: a registry-style ``.yaml`` file (the schema of the original's
+            ``empanada_napari/configs/*.yaml``) or a mapping with its keys.
+        model_path: TorchScript file to load instead of ``config['model']``.
+
+    Returns:
+        dict with ``model`` an absolute path (a relative one is resolved
+        against the yaml's folder), ``norms``, ``padding_factor``,
+        ``thing_list``, ``labels`` and ``class_names``.
+    """
+    import yaml
+
+    base = None
+    if isinstance(config, (str, os.PathLike)):
+        base = os.path.dirname(os.path.abspath(os.fspath(config)))
+        with open(config, encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+    cfg = dict(config)
+    if model_path is not None:
+        cfg["model"] = os.fspath(model_path)
+    model = os.fspath(cfg["model"])
+    if base is not None and "://" not in model and not os.path.isabs(model):
+        model = os.path.join(base, model)
+    cfg["model"] = model
+    return cfg
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The engines print progress and tqdm bars; keep them off the terminal."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def make_original_engine2d(
+    model_config,
+    *,
+    model_path=None,
+    confidence_thr=0.5,
+    center_thr=0.1,
+    nms_kernel=3,
+    label_divisor=10000,
+    downsampling=1,
+    fine_boundaries=False,
+    semantic_only=False,
+    tile_size=0,
+):
+    """``empanada_napari.inference.Engine2d`` on the CPU (loads the model).
+
+    ``model_config`` as for :func:`original_model_config`. Defaults are the
+    napari 2D widget's (confidence 0.5, max objects 10000).
+    """
+    m = _load()
+    cfg = original_model_config(model_config, model_path)
+    with _quiet():
+        return m.Engine2d(
+            cfg,
+            inference_scale=int(downsampling),
+            label_divisor=int(label_divisor),
+            nms_threshold=float(center_thr),
+            nms_kernel=int(nms_kernel),
+            confidence_thr=float(confidence_thr),
+            semantic_only=bool(semantic_only),
+            fine_boundaries=bool(fine_boundaries),
+            tile_size=int(tile_size),
+            use_gpu=False,
+            use_quantized=False,
+        )
+
+
+def original_engine2d(image, model_config=None, *, engine=None, model_path=None, **params):
+    """Segment one 2D image with the original ``Engine2d.infer``.
+
+    Args:
+        image: (H, W) integer image (the original rejects float images).
+        model_config, model_path, params: see :func:`make_original_engine2d`;
+            ignored when ``engine`` (from that function) is given.
+
+    Returns:
+        (H, W) int32 panoptic ids ``class * label_divisor + k`` (``k`` are
+        raster-order connected components, ``Engine2d.force_connected``).
+    """
+    if engine is None:
+        engine = make_original_engine2d(model_config, model_path=model_path, **params)
+    m = _load()
+    with _quiet(), m.torch.no_grad():
+        return engine.infer(np.asarray(image))
+
+
+def make_original_engine3d(
+    model_config,
+    *,
+    model_path=None,
+    confidence_thr=0.5,
+    center_thr=0.1,
+    nms_kernel=3,
+    label_divisor=10000,
+    median_size=3,
+    min_size=500,
+    min_extent=5,
+    downsampling=1,
+    fine_boundaries=False,
+    semantic_only=False,
+):
+    """``empanada_napari.inference.Engine3d`` on the CPU (loads the model).
+
+    Defaults are the napari 3D widget's (confidence 0.5, median 3, max
+    objects 10000, min size 500, min extent 5), not ``Engine3d``'s own.
+    """
+    m = _load()
+    cfg = original_model_config(model_config, model_path)
+    with _quiet():
+        return m.napari_inference.Engine3d(
+            cfg,
+            inference_scale=int(downsampling),
+            label_divisor=int(label_divisor),
+            median_kernel_size=int(median_size),
+            nms_threshold=float(center_thr),
+            nms_kernel=int(nms_kernel),
+            confidence_thr=float(confidence_thr),
+            min_size=int(min_size),
+            min_extent=int(min_extent),
+            fine_boundaries=bool(fine_boundaries),
+            semantic_only=bool(semantic_only),
+            use_gpu=False,
+            use_quantized=False,
+        )
+
+
+def _class_volumes(results, engine):
+    ids = {str(name): int(c) for c, name in engine.class_names.items()}
+    return {ids[str(name)]: vol for vol, name, _instances in results}
+
+
+def original_engine3d(volume, axis="xy", model_config=None, *, engine=None, model_path=None,
+                      timings=None, **params):
+    """Stack inference with the original: ``Engine3d.infer_on_axis`` + ``stack_postprocessing``.
+
+    Args:
+        volume: (D, H, W) integer volume (numpy).
+        axis: 'xy', 'xz' or 'yz' (or 0, 1, 2).
+        model_config, model_path, params: see :func:`make_original_engine3d`;
+            ignored when ``engine`` is given.
+        timings: optional dict; receives the seconds spent in ``infer_on_axis``
+            and in ``stack_postprocessing``.
+
+    Returns:
+        {class_id: (D, H, W) int32 volume with ids 1..N} (gaps where the second
+        filter pass removed objects), as the widget shows them.
+    """
+    if engine is None:
+        engine = make_original_engine3d(model_config, model_path=model_path, **params)
+    m = _load()
+    axis_name = AXIS_NAMES[axis] if not isinstance(axis, str) else axis
+    with _quiet():
+        t0 = time.perf_counter()
+        _stack, trackers = engine.infer_on_axis(volume, axis_name)
+        t1 = time.perf_counter()
+        results = list(
+            m.stack_postprocessing(
+                {axis_name: trackers}, None, engine.model_config,
+                label_divisor=engine.label_divisor, min_size=engine.min_size,
+                min_extent=engine.min_extent, dtype=engine.dtype,
+            )
+        )
+        t2 = time.perf_counter()
+    if timings is not None:
+        timings["infer_on_axis"] = timings.get("infer_on_axis", 0.0) + t1 - t0
+        timings["stack_postprocessing"] = timings.get("stack_postprocessing", 0.0) + t2 - t1
+    return _class_volumes(results, engine)
+
+
+def original_engine_ortho(volume, model_config=None, *, engine=None, model_path=None,
+                          vote_thr=2, cluster_iou_thr=0.75, allow_one_view=False,
+                          timings=None, return_trackers=False, **params):
+    """Ortho-plane inference with the original, as the 3D widget runs it.
+
+    ``Engine3d.infer_on_axis`` along 'xy', 'xz' and 'yz' (each one filters its
+    trackers by size and extent), then ``tracker_consensus`` (voting, the
+    filters again, ``fill_volume``).
+
+    Args:
+        timings: optional dict; receives the seconds spent in ``infer_on_axis``
+            (the three axes) and in ``tracker_consensus``.
+        return_trackers: also return ``{axis_name: [InstanceTracker per class]}``
+            (see :func:`original_stacks_from_trackers`).
+
+    Returns:
+        {class_id: (D, H, W) int32 consensus volume}; with ``return_trackers`` a
+        tuple (that dict, the trackers).
+    """
+    if engine is None:
+        engine = make_original_engine3d(model_config, model_path=model_path, **params)
+    m = _load()
+    trackers = {}
+    with _quiet():
+        t0 = time.perf_counter()
+        for axis_name in AXIS_NAMES:
+            _stack, trackers[axis_name] = engine.infer_on_axis(volume, axis_name)
+        t1 = time.perf_counter()
+        results = list(
+            m.tracker_consensus(
+                trackers, None, engine.model_config, label_divisor=engine.label_divisor,
+                pixel_vote_thr=int(vote_thr), cluster_iou_thr=float(cluster_iou_thr),
+                allow_one_view=bool(allow_one_view), min_size=engine.min_size,
+                min_extent=engine.min_extent, dtype=engine.dtype,
+            )
+        )
+        t2 = time.perf_counter()
+    if timings is not None:
+        timings["infer_on_axis"] = timings.get("infer_on_axis", 0.0) + t1 - t0
+        timings["tracker_consensus"] = timings.get("tracker_consensus", 0.0) + t2 - t1
+    volumes = _class_volumes(results, engine)
+    return (volumes, trackers) if return_trackers else volumes
+
+
+def original_stacks_from_trackers(trackers, engine):
+    """The per-axis stack volumes of an ortho-plane run (``stack_postprocessing`` per axis).
+
+    Args:
+        trackers: ``{axis_name: trackers}`` from
+            ``original_engine_ortho(..., return_trackers=True)``.
+        engine: the ``Engine3d`` that produced them.
+
+    Returns:
+        {axis_name: {class_id: (D, H, W) int32 volume}}, as the stack mode would
+        have returned for that axis.
+    """
+    m = _load()
+    out = {}
+    with _quiet():
+        for axis_name, axis_trackers in trackers.items():
+            results = list(
+                m.stack_postprocessing(
+                    {axis_name: axis_trackers}, None, engine.model_config,
+                    label_divisor=engine.label_divisor, min_size=engine.min_size,
+                    min_extent=engine.min_extent, dtype=engine.dtype,
+                )
+            )
+            out[axis_name] = _class_volumes(results, engine)
+    return out
