@@ -42,17 +42,15 @@ from ._train import (
     eval_items,
     export_quantized,
     finetune_block,
-    make_dataset,
+    prepare_run,
     quiet_torchscript,
     register_outputs,
     resolve_classes,
     resolve_device,
     resolve_precision,
-    schedule,
     training_items,
     workers_for,
     write_model_config,
-    write_run_config,
 )
 
 __all__ = ["finetune", "trainable_model"]
@@ -315,15 +313,8 @@ def finetune(model, train_dir, *, name=None, config=None, eval_dir=None, model_d
             f"(`empanada models info {base.name}`)"
         )
     norms = (base.norms.mean, base.norms.std)
-    from ._augment import default_train_augmentations
-
-    transforms = default_train_augmentations(patch, **cfg.train["augmentations"])
-    dataset = make_dataset(items, classes, transforms, cfg, norms)
-    eval_dataset = make_dataset(evals, classes, None, cfg, norms) if evals else None
-    total, eval_every, save_every = schedule(cfg, len(items))
-    model_dir = cfg.resolve_path(cfg.train["model_dir"]) or Path.cwd() / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(cfg, model_dir / f"{name}_training.yaml")
+    dataset, eval_dataset, (total, eval_every, save_every), model_dir = prepare_run(
+        cfg, items, evals, classes, norms, name, patch)
 
     spec = LoopSpec(
         kind="finetune", name=name, model_dir=model_dir, model=net, device=device,

@@ -372,6 +372,19 @@ def quiet_torchscript():
         yield
 
 
+def prepare_run(cfg, items, evals, classes, norms, name, patch):
+    """Datasets, iteration schedule and output folder shared by training and finetuning."""
+    from ._augment import default_train_augmentations
+
+    transforms = default_train_augmentations(patch, **cfg.train["augmentations"])
+    dataset = make_dataset(items, classes, transforms, cfg, norms)
+    eval_dataset = make_dataset(evals, classes, None, cfg, norms) if evals else None
+    model_dir = cfg.resolve_path(cfg.train["model_dir"]) or Path.cwd() / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_run_config(cfg, model_dir / f"{name}_training.yaml")
+    return dataset, eval_dataset, schedule(cfg, len(items)), model_dir
+
+
 def int8_exporter():
     """``export_quantized_torchscript`` of empanada-models."""
     import empanada_models as em
@@ -552,15 +565,8 @@ def train(config=None, *, overrides=None, resume=None, progress=None, should_sto
             f"`TRAIN.patch_size` {patch} must be a multiple of {padding_factor} for "
             f"{arch} (use e.g. {max(padding_factor, patch // padding_factor * padding_factor)})"
         )
-    from ._augment import default_train_augmentations
-
-    transforms = default_train_augmentations(patch, **cfg.train["augmentations"])
-    dataset = make_dataset(items, classes, transforms, cfg, norms)
-    eval_dataset = make_dataset(evals, classes, None, cfg, norms) if evals else None
-    total, eval_every, save_every = schedule(cfg, len(items))
-    model_dir = cfg.resolve_path(cfg.train["model_dir"]) or Path.cwd() / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(cfg, model_dir / f"{name}_training.yaml")
+    dataset, eval_dataset, (total, eval_every, save_every), model_dir = prepare_run(
+        cfg, items, evals, classes, norms, name, patch)
 
     spec = LoopSpec(
         kind="train", name=name, model_dir=model_dir, model=model, device=device,
