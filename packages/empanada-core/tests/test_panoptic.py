@@ -148,6 +148,22 @@ class TestGroupPixels:
         offsets = np.zeros((2, 1, 3), np.float32)
         assert ec.group_pixels(np.array([[0, 0], [0, 2]]), offsets)[0, 1] == 1
 
+    @pytest.mark.parametrize("order", [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1]])
+    def test_many_way_tie_goes_to_lowest_index(self, order):
+        # the centre pixel (2, 2) is equally far from four centres
+        ring = np.array([[0, 2], [2, 0], [2, 4], [4, 2]])[order]
+        offsets = np.zeros((2, 5, 5), np.float32)
+        got = ec.group_pixels(ring, offsets)
+        assert got[2, 2] == 1
+        np.testing.assert_array_equal(got, reference_group(ring, offsets, 1))
+
+    def test_ties_on_a_regular_grid_equal_brute_force(self):
+        # zero offsets and centres on a lattice: many pixels tie 2, 3 or 4 ways
+        centers = np.argwhere(np.ones((4, 4), bool)) * 4
+        offsets = np.zeros((2, 16, 16), np.float32)
+        got = ec.group_pixels(centers[::-1].copy(), offsets)
+        np.testing.assert_array_equal(got, reference_group(centers[::-1], offsets, 1))
+
     def test_bad_offsets(self):
         with pytest.raises(ValueError, match="2 channels"):
             ec.group_pixels(np.zeros((1, 2)), np.zeros((3, 4, 4)))

@@ -193,6 +193,51 @@ def test_orthoplane_consensus(blob_model, blob_config):
     assert metrics[0.8]["f1"] == 1.0
 
 
+class _Classes:
+    def __init__(self, labels, thing_list):
+        self.labels, self.thing_list = labels, thing_list
+
+
+def _ball_views(shape=(20, 24, 24)):
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    ball = (zz - 10) ** 2 + (yy - 8) ** 2 + (xx - 8) ** 2 <= 25
+    slab = (zz >= 4) & (zz < 16) & (yy >= 16) & (xx >= 16)
+    return ball, slab
+
+
+@pytest.mark.parametrize("to_zarr", [False, True])
+def test_ortho_merge_thing_and_stuff_classes(tmp_path, to_zarr):
+    ball, slab = _ball_views()
+    params = ei.SegmentationParams(min_size=0, min_extent=0)
+    div = params.label_divisor
+    # class 1 (thing): the ball, instance numbers differ by view; class 2 (stuff): a slab
+    stacks = {name: (ball * (div + k)) + slab * (2 * div)
+              for k, name in enumerate(("xy", "xz", "yz"), start=3)}
+    stacks = {k: v.astype(np.uint32) for k, v in stacks.items()}
+    out = None
+    if to_zarr:
+        zarr = pytest.importorskip("zarr")
+        out = zarr.create_array(tmp_path / "o.zarr", shape=ball.shape, dtype="uint32",
+                                chunks=(4, 24, 24))
+    merged = ei.ortho_merge(stacks, params, _Classes([1, 2], [1]), out=out)
+    merged = np.asarray(merged[...])
+    np.testing.assert_array_equal(merged[ball], div + 1)
+    np.testing.assert_array_equal(merged[slab], 2 * div)
+    assert not merged[~(ball | slab)].any()
+
+
+def test_ortho_merge_single_class_equals_core_consensus():
+    ball, slab = _ball_views()
+    params = ei.SegmentationParams(min_size=0, min_extent=0)
+    div = params.label_divisor
+    views = [(ball * (div + 1) + slab * (div + 2)).astype(np.uint32) for _ in range(3)]
+    views[1][slab] = 0  # one view misses the slab object: majority still keeps it
+    merged = ei.ortho_merge(dict(zip(("xy", "xz", "yz"), views)), params, _Classes([1], [1]))
+    expected = ec.ortho_consensus(*views, min_size=0, min_extent=0)
+    np.testing.assert_array_equal(merged, np.where(expected > 0, expected + div, 0))
+    assert set(np.unique(merged)) == {0, div + 1, div + 2}
+
+
 @pytest.mark.realdata
 def test_real_volume_shapes_and_ids(blob_model, blob_config):
     tifffile = pytest.importorskip("tifffile")
@@ -234,3 +279,49 @@ def test_two_processes_equal_one(blob_model, blob_config, axis, tmp_path):
         multi = ei.segment_stack_distributed(source, blob_config, params, axis=axis,
                                              world_size=2, backend="gloo")
         np.testing.assert_array_equal(multi, single)
+
+
+class TestBackgroundForward:
+    def test_items_in_order_and_errors_reach_the_consumer(self):
+        from empanada_infer._engine import _background
+
+        assert list(_background(iter(range(7)))) == list(range(7))
+
+        def failing():
+            yield 1
+            raise RuntimeError("boom")
+
+        gen = _background(failing())
+        assert next(gen) == 1
+        with pytest.raises(RuntimeError, match="boom"):
+            next(gen)
+
+    def test_closing_stops_the_producer(self):
+        from empanada_infer._engine import _background
+
+        produced = []
+
+        def endless():
+            i = 0
+            while True:
+                produced.append(i)
+                yield i
+                i += 1
+
+        gen = _background(endless(), depth=2)
+        assert next(gen) == 0
+        gen.close()
+        n = len(produced)
+        threading.Event().wait(0.1)
+        assert len(produced) == n <= 5
+
+    def test_threaded_stack_equals_inline(self, blob_model, blob_config, monkeypatch):
+        import empanada_infer._engine as engine
+
+        rng = np.random.default_rng(1)
+        vol = np.where(rng.random((9, 40, 40)) > 0.97, 40, 200).astype(np.uint8)
+        vol = np.repeat(np.repeat(vol[:, ::4, ::4], 4, 1), 4, 2)
+        seg = segmenter(blob_model, blob_config, min_size=0, min_extent=0, batch_size=2)
+        inline = seg.segment_stack(vol)
+        monkeypatch.setattr(engine, "_forward_in_background", lambda device: True)
+        np.testing.assert_array_equal(seg.segment_stack(vol), inline)

@@ -17,6 +17,15 @@ __all__ = ["MedianFilter", "median_filter_stack"]
 
 
 def _median(window):
+    if len(window) == 3:
+        # the common window: max(min(a, b), min(max(a, b), c)) is exact and
+        # several times faster than a general median (no stacked copy, no sort)
+        a, b, c = window
+        if is_torch_tensor(a):
+            import torch
+
+            return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
+        return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
     if is_torch_tensor(window[0]):
         import torch
 

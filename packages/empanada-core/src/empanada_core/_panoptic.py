@@ -264,17 +264,35 @@ def group_pixels(centers, offsets, *, center_stride=1, mask=None):
         [center_stride * rows + offsets[0, rows, cols], center_stride * cols + offsets[1, rows, cols]],
         axis=1,
     ).astype(np.float64)
-    tree = cKDTree(center_stride * centers.astype(np.float64))
+    points = center_stride * centers.astype(np.float64)
+    tree = cKDTree(points)
     k = min(2, len(centers))
     dist, idx = tree.query(loc, k=k)
     if k == 2:
         # cKDTree orders equal distances arbitrarily; the original takes the lowest index.
-        tie = dist[:, 0] == dist[:, 1]
-        nearest = np.where(tie, idx.min(axis=1), idx[:, 0])
+        nearest = idx[:, 0].copy()
+        tie = np.flatnonzero(dist[:, 0] == dist[:, 1])
+        if tie.size:
+            nearest[tie] = _lowest_nearest(loc[tie], points)
     else:
         nearest = idx
     cells[rows, cols] = nearest + 1
     return cells
+
+
+def _lowest_nearest(loc, points, chunk_elements=1 << 22):
+    """Index of the nearest point, the lowest index among exact ties (any number).
+
+    A dense (n, K) distance matrix, in chunks: only called for the rare pixels
+    whose two nearest centres tie, where a k-d tree's order is arbitrary.
+    """
+    out = np.empty(len(loc), dtype=np.intp)
+    step = max(1, chunk_elements // len(points))
+    for start in range(0, len(loc), step):
+        part = loc[start:start + step]
+        d2 = ((part[:, None, :] - points[None, :, :]) ** 2).sum(axis=-1)
+        out[start:start + step] = np.argmin(d2, axis=1)  # first of equal minima
+    return out
 
 
 def _class_counts(ids, classes, n_ids, n_classes):

@@ -39,6 +39,8 @@ def partition_disagreement(a, b):
     pairs, counts = np.unique(np.stack([a[fg], b[fg]]), axis=1, return_counts=True)
     valid = (pairs[0] > 0) & (pairs[1] > 0)
     pairs, counts = pairs[:, valid], counts[valid]
+    if counts.size == 0:  # foreground on both sides that never overlaps
+        return 1.0
     # best partner of each id of a, and of each id of b; agreeing pairs are mutual bests
     order = np.lexsort((-counts, pairs[0]))
     best_a = np.zeros(len(counts), bool)
