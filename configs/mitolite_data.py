@@ -19,9 +19,11 @@ Writes, under OUT (default ``./mitolite_data``):
   the empanada training-dataset layout, one source per dataset;
 * ``eval/<dataset>/{images,masks}/*.tiff``: two held-out images per dataset,
   scored during training to keep the best weights;
-* ``val/<dataset>/images/*.tif`` and ``val/<dataset>_gt.tif``: every held-out
-  slice as a 2D image (for ``empanada segment --mode batch``) and its 2D
-  instance labels as one stack (for ``empanada evaluate --per-slice``).
+* ``val/<dataset>/{images,masks}/*.tif``: every held-out slice as a 2D image
+  and its 2D instance labels, for::
+
+      empanada segment val/<dataset>/images -o pred/<dataset> --model MitoLite_v1
+      empanada evaluate pred/<dataset> val/<dataset>/masks
 
 Usage::
 
@@ -94,7 +96,7 @@ def main(argv=None):
             write(base / "masks" / f"{name}_val_z{z:03d}.tiff", val_lab[z])
         for z in range(n):
             write(args.out / "val" / name / "images" / f"{name}_val_z{z:03d}.tif", val_img[z])
-        write(args.out / "val" / f"{name}_gt.tif", val_lab)
+            write(args.out / "val" / name / "masks" / f"{name}_val_z{z:03d}.tif", val_lab[z])
         print(f"{name}: {n_tiles} training tiles of {TILE}^2 from {train_img.shape}, "
               f"held out {val_img.shape}")
 

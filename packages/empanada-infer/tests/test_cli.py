@@ -125,6 +125,34 @@ def test_evaluate(workdir, capsys):
     assert "shape" in err
 
 
+def test_evaluate_folders_pairs_batch_output_with_ground_truth(workdir, capsys):
+    assert run(capsys, "segment", "batch", "-o", "pred", *SMALL)[0] == 0
+    gt = workdir / "gt"
+    gt.mkdir()
+    for i in range(3):
+        labels = tifffile.imread(workdir / "pred" / f"im{i}_labels.tif")
+        if i == 2:  # this image's ground truth has one more object (a miss)
+            labels = labels.copy()
+            labels[:5, :5] = 7
+        tifffile.imwrite(gt / f"im{i}.tif", labels)
+    code, out, _ = run(capsys, "evaluate", "pred", "gt", "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["n_images"] == 3
+    assert report["images"] == ["im0", "im1", "im2"]
+    m = report["instance"]["0.5"]
+    assert (m["tp"], m["fp"], m["fn"]) == (6, 0, 1)
+    code, out, _ = run(capsys, "evaluate", "pred", "gt")
+    assert "3 image pairs" in out
+    (gt / "im2.tif").rename(gt / "other.tif")
+    code, _, err = run(capsys, "evaluate", "pred", "gt")
+    assert code == 2
+    assert "do not pair up" in err and "other" in err
+    code, _, err = run(capsys, "evaluate", "pred", "img.tif")
+    assert code == 2
+    assert "two folders" in err
+
+
 def test_two_processes_on_cpu_equal_one(workdir, capsys):
     assert run(capsys, "segment", "vol.tif", "-o", "one.tif", *SMALL)[0] == 0
     code, _, err = run(capsys, "segment", "vol.tif", "-o", "two.tif", *SMALL, "--gpus", "2",

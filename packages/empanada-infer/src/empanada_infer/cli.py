@@ -119,11 +119,16 @@ def register_evaluate(subparsers):
     """Add ``empanada evaluate`` to the ``empanada`` command."""
     p = subparsers.add_parser(
         "evaluate", help="compare a segmentation with ground truth (IoU, F1, PQ, AP)",
-        description="Score predicted labels against ground-truth labels of the same shape.",
+        description="Score predicted labels against ground-truth labels of the same shape. "
+                    "Two folders of 2D label images (e.g. a batch-mode output and its ground "
+                    "truth) are paired by file name ('img.tif' with 'img.tif' or "
+                    "'img_labels.tif'), each pair is scored as a 2D image and the counts are "
+                    "pooled over all pairs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("pred", help="predicted labels (.tif, .npy, .zarr)")
-    p.add_argument("gt", help="ground-truth labels")
+    p.add_argument("pred", help="predicted labels (.tif, .npy, .zarr), or a folder of 2D label "
+                                "images")
+    p.add_argument("gt", help="ground-truth labels, or a folder of 2D label images")
     p.add_argument("--iou", type=_fraction, nargs="+", default=[0.5, 0.75],
                    help="IoU thresholds for matching")
     p.add_argument("--label-divisor", type=_positive_int, default=None,
@@ -361,8 +366,18 @@ def run_evaluate(args):
 
     from ._readers import open_image
 
-    pred = np.asarray(open_image(args.pred, key=args.pred_key))
-    gt = np.asarray(open_image(args.gt, key=args.gt_key))
+    folders = [Path(args.pred).is_dir() and not _is_zarr(Path(args.pred)),
+               Path(args.gt).is_dir() and not _is_zarr(Path(args.gt))]
+    if any(folders):
+        if not all(folders):
+            raise ValueError("give two folders of 2D label images, or two label files; got "
+                             f"{args.pred} and {args.gt}")
+        pred, gt, names = _paired_label_folders(Path(args.pred), Path(args.gt))
+        args.per_slice = True
+    else:
+        pred = np.asarray(open_image(args.pred, key=args.pred_key))
+        gt = np.asarray(open_image(args.gt, key=args.gt_key))
+        names = None
     if pred.shape != gt.shape:
         raise ValueError(f"pred has shape {pred.shape} but gt has {gt.shape}; they must match")
     for name, arr in (("pred", pred), ("gt", gt)):
@@ -372,19 +387,81 @@ def run_evaluate(args):
         gt, pred, iou_thresholds=tuple(args.iou), label_divisor=args.label_divisor,
         per_slice=args.per_slice and gt.ndim == 3,
     )
+    if names is not None:
+        # pairs of unrelated 2D images: the pooled per-image counts are the result
+        report = {"images": names, **report["per_slice"]["pooled"],
+                  "n_images": report["per_slice"]["n_slices"]}
+        if args.json:
+            print(json.dumps(report))
+            return 0
+        print(f"{report['n_images']} image pairs, scored one by one and pooled")
+        _print_scores(report)
+        return 0
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"objects: {report['n_gt']} in gt, {report['n_pred']} predicted")
-    print(f"semantic IoU: {report['semantic_iou']:.4f}")
-    for thr, m in report["instance"].items():
-        print(f"IoU >= {thr}: F1 {m['f1']:.4f}  AP {m['ap']:.4f}  precision "
-              f"{m['precision']:.4f}  recall {m['recall']:.4f}  (TP {m['tp']}, FP {m['fp']}, "
-              f"FN {m['fn']})")
-    pq = report["panoptic"]
-    print(f"PQ {pq['pq']:.4f}  (SQ {pq['sq']:.4f}, RQ {pq['rq']:.4f})")
+    _print_scores(report)
     if "per_slice" in report:
         pooled = report["per_slice"]["pooled"]
         print("per slice (pooled): " + ", ".join(
-            f"F1@{thr} {m['f1']:.4f}" for thr, m in pooled["instance"].items()))
+            f"F1@{thr} {m['f1']:.4f}" for thr, m in pooled["instance"].items())
+            + f", PQ {pooled['panoptic']['pq']:.4f}")
     return 0
+
+
+def _print_scores(block):
+    if "n_gt" in block:
+        print(f"objects: {block['n_gt']} in gt, {block['n_pred']} predicted")
+    print(f"semantic IoU: {block['semantic_iou']:.4f}")
+    for thr, m in block["instance"].items():
+        print(f"IoU >= {thr}: F1 {m['f1']:.4f}  AP {m['ap']:.4f}  precision "
+              f"{m['precision']:.4f}  recall {m['recall']:.4f}  (TP {m['tp']}, FP {m['fp']}, "
+              f"FN {m['fn']})")
+    pq = block["panoptic"]
+    print(f"PQ {pq['pq']:.4f}  (SQ {pq['sq']:.4f}, RQ {pq['rq']:.4f})")
+
+
+def _paired_label_folders(pred_dir, gt_dir):
+    """Read two folders of 2D label images paired by name, zero-padded into two stacks.
+
+    A prediction named ``<stem>_labels.*`` (what batch mode writes) pairs with
+    the ground truth ``<stem>.*``. Zero padding is background in both, so it
+    changes no score.
+    """
+    from ._readers import _list_batch, open_image
+
+    gt_files = {f.stem: f for f in _list_batch(gt_dir)}
+    pairs, unmatched = [], []
+    for f in _list_batch(pred_dir):
+        stem = f.stem
+        if stem not in gt_files and stem.endswith("_labels") and stem[:-7] in gt_files:
+            stem = stem[:-7]
+        if stem in gt_files:
+            pairs.append((stem, f, gt_files.pop(stem)))
+        else:
+            unmatched.append(f.name)
+    if unmatched or gt_files:
+        raise ValueError(
+            f"the folders do not pair up by name: predictions without ground truth: "
+            f"{unmatched[:5] or 'none'}; ground truth without prediction: "
+            f"{sorted(gt_files)[:5] or 'none'}"
+        )
+    preds, gts = [], []
+    for stem, fp, fg in pairs:
+        a, b = np.asarray(open_image(fp)), np.asarray(open_image(fg))
+        if a.ndim != 2 or a.shape != b.shape:
+            raise ValueError(f"{fp.name} and {fg.name} must be 2D images of the same shape; "
+                             f"got {a.shape} and {b.shape}")
+        preds.append(a)
+        gts.append(b)
+    h = max(a.shape[0] for a in preds)
+    w = max(a.shape[1] for a in preds)
+
+    def stack(images):
+        dtype = np.result_type(*[im.dtype for im in images])
+        out = np.zeros((len(images), h, w), dtype=dtype)
+        for i, im in enumerate(images):
+            out[i, :im.shape[0], :im.shape[1]] = im
+        return out
+
+    return stack(preds), stack(gts), [stem for stem, _, _ in pairs]
