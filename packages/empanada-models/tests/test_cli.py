@@ -80,7 +80,8 @@ def test_list_json_and_invalid_configs(home, capsys):
     code, out, _ = run(capsys, "models", "list", "--json")
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out)}
-    assert rows["MitoNet_v1"]["default"] is True
+    assert rows["MitoLite_v1"]["default"] is True
+    assert rows["MitoNet_v1"]["default"] is False
     assert rows["Broken"]["origin"] == "user"
     assert "missing required key" in rows["Broken"]["error"]
     code, out, _ = run(capsys, "models", "list")
@@ -137,7 +138,7 @@ def test_register_existing_name(home, files, capsys):
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
-    (["models", "info", "Nope"], "available models: MitoNet_v1"),
+    (["models", "info", "Nope"], "available models: MitoLite_v1, MitoNet_v1"),
     (["models", "register", "X", "missing.yaml"], "missing.yaml"),
     (["models", "register", "bad name", "c.yaml"], "invalid model name"),
     (["models", "import", "missing.empanada"], "bundle not found"),

@@ -159,7 +159,7 @@ def test_home_follows_the_environment(home):
 def test_builtins_are_listed_first(home):
     write_config(home / "configs" / "Aaa.yaml", config_dict("x.pth"))
     names = reg.list_models()
-    assert names[:2] == ["MitoNet_v1", "MitoNet_v1_mini"]
+    assert names[:3] == ["MitoLite_v1", "MitoNet_v1", "MitoNet_v1_mini"]
     assert names[-1] == "Aaa"
 
 
@@ -184,7 +184,8 @@ def test_default_model_is_registered(home):
 
 
 def test_unknown_model_lists_available_names(home):
-    with pytest.raises(ModelNotFoundError, match="'Nope'.*MitoNet_v1, MitoNet_v1_mini"):
+    with pytest.raises(ModelNotFoundError,
+                       match="'Nope'.*MitoLite_v1, MitoNet_v1, MitoNet_v1_mini"):
         reg.get_model_config("Nope")
 
 
@@ -563,3 +564,18 @@ def test_model_info_reports_bad_weights(home, tiny):
     info = reg.model_info(cfg)
     assert info["num_params"] is None
     assert "checksum mismatch" in info["weights_error"]
+
+
+def test_download_file_caches_once_verifies_and_explains_offline(home, server, tiny):
+    url = server.url("/files/tiny.pth")
+    path = reg.download_file(url, what="encoder weights")
+    assert path.read_bytes() == tiny.read_bytes()
+    assert path.parent == home / "cache"
+    assert reg.download_file(url) == path
+    assert len(server.requests) == 1  # the second call used the cache
+    with pytest.raises(ChecksumError, match="encoder weights"):
+        reg.download_file(url, what="encoder weights", expected="0" * 64)
+    # same basename, other URL: its own cache file
+    assert reg.download_file(server.url("/other/tiny.pth")).read_bytes() == b"other"
+    with pytest.raises(ModelDownloadError, match="127.0.0.1:9.*offline.*local path"):
+        reg.download_file("http://127.0.0.1:9/enc.pth", hint="Use a local path.")

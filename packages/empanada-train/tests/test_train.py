@@ -220,6 +220,53 @@ def test_encoder_initialised_from_a_checkpoint(blobs, tmp_path):
                          model)
 
 
+def test_encoder_weights_from_a_url_are_downloaded_once(blobs, tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    monkeypatch.setenv("EMPANADA_HOME", str(tmp_path / "home"))
+    encoder = em.build_encoder("resnet18", output_stride=32)
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.fill_(0.02)
+    torch.save(encoder.state_dict(), tmp_path / "enc.pth")
+    body = (tmp_path / "enc.pth").read_bytes()
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/weights/enc.pth"
+        cfg = TrainConfig.from_dict(tiny_config(blobs, tmp_path / "out", iterations=1,
+                                                encoder_pretraining=url),
+                                    overrides={"MODEL.encoder": "resnet18"})
+        kwargs = {k: v for k, v in cfg.model.items() if k != "arch"}
+        for _ in range(2):
+            model = em.build_model("PanopticDeepLabPR", **{**kwargs, "num_classes": 1})
+            assert load_pretraining(cfg, model) is None
+            assert float(model.encoder.layer3[0].conv1.weight.detach().mean()) == \
+                pytest.approx(0.02)
+        assert hits == ["/weights/enc.pth"]  # the second run used the cache
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    offline = cfg.updated({"TRAIN.encoder_pretraining": "http://127.0.0.1:9/cem.pth"})
+    with pytest.raises(em.ModelDownloadError, match="encoder weights.*local path"):
+        load_pretraining(offline, model)
+
+
 # ------------------------------------------------------------------ configs
 
 

@@ -38,6 +38,7 @@ _EXPORTS = {
     "Norms": "_config",
     # registry
     "DEFAULT_MODEL": "_registry",
+    "download_file": "_registry",
     "get_default_model": "_registry",
     "list_models": "_registry",
     "get_model_config": "_registry",

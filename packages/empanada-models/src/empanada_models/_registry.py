@@ -43,6 +43,7 @@ __all__ = [
     "cache_dir",
     "cached_model_file",
     "config_dir",
+    "download_file",
     "empanada_home",
     "fetch_model_file",
     "file_sha256",
@@ -55,9 +56,9 @@ __all__ = [
     "register_model",
 ]
 
-#: Name of the model used when none is chosen. A later release ships a built-in
-#: offline model and points this at it.
-DEFAULT_MODEL = "MitoNet_v1"
+#: Name of the model used when none is chosen: the built-in MitoLite_v1, whose weights
+#: ship inside this package (``weights/``), so it works offline.
+DEFAULT_MODEL = "MitoLite_v1"
 
 BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -376,15 +377,61 @@ def _ssl_context() -> ssl.SSLContext:
                                  f"certificates: {exc}") from exc
 
 
+def download_file(url: str, *, what: str = "file", hint: str = "",
+                  expected: str | None = None, progress: ProgressCallback | None = None) -> Path:
+    """Download ``url`` once into the cache and return the local file.
+
+    The file is kept in :func:`cache_dir` under the URL's basename plus 12 hex digits of
+    the URL's SHA-256 (two URLs never share a file); a later call returns it without
+    network access. The download is atomic (a temporary file moved into place).
+
+    Parameters
+    ----------
+    url : str
+        ``http(s)`` URL.
+    what : str, optional
+        What the file is, for error messages (e.g. ``"encoder weights"``).
+    hint : str, optional
+        Appended to error messages: how to get on without the download.
+    expected : str, optional
+        SHA-256 hex digest the file must have (checked after download and on reuse).
+    progress : callable, optional
+        ``progress(done_bytes, total_bytes_or_None)``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ModelDownloadError
+        Offline, HTTP error, or a download cut short (the message names the URL).
+    ChecksumError
+        The file does not match ``expected``.
+    """
+    dest = _cache_path(url)
+    if dest.is_file():
+        _verify(dest, expected, what, hint)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _fetch(url, dest, expected=expected, progress=progress, what=what, hint=hint)
+    return dest
+
+
 def _download(url: str, dest: Path, *, expected: str | None, progress, config: ModelConfig,
               key: str) -> None:
     flag = "--quantized-file" if key == "model_quantized" else "--model-file"
     config_arg = str(config.source) if config.source is not None else "CONFIG.yaml"
-    what = f"{key} of {config.name!r}"
     hint = (
         f"To use a local copy instead, get the file another way and register it: "
         f"`empanada models register {config.name} {config_arg} {flag} FILE --overwrite`."
     )
+    _fetch(url, dest, expected=expected, progress=progress, what=f"{key} of {config.name!r}",
+           hint=hint)
+
+
+def _fetch(url: str, dest: Path, *, expected: str | None, progress, what: str,
+           hint: str) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "empanada-models"})
     try:
         response = urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S,

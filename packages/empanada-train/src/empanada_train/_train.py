@@ -13,8 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import urllib.parse
-import uuid
 import warnings
 from pathlib import Path
 
@@ -281,22 +279,14 @@ def finetune_block(cfg, classes):
 
 
 def _download(url):
+    """The encoder weights at ``url``, downloaded once into the empanada cache."""
     import empanada_models as em
 
-    name = Path(urllib.parse.urlparse(url).path).name or "encoder.pth"
-    dest = em.cache_dir() / name
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.tmp")
-    logger.info("downloading encoder weights %s", url)
-    try:
-        torch.hub.download_url_to_file(url, os.fspath(tmp), progress=False)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return dest
+    logger.info("encoder weights %s (downloaded once into %s)", url, em.cache_dir())
+    return em.download_file(
+        url, what="encoder weights (TRAIN.encoder_pretraining)",
+        hint="Download the file another way and set TRAIN.encoder_pretraining (or "
+             "--pretrained) to its local path.")
 
 
 def _norms_of(value, where):
