@@ -69,7 +69,8 @@ def one_line_error(err):
 def test_list(home, capsys):
     code, out, err = run(capsys, "models", "list")
     assert code == 0, err
-    assert "* MitoNet_v1 " in out
+    assert "* MitoLite_v1 " in out
+    assert "  MitoNet_v1 " in out
     assert "MitoNet_v1_mini" in out
     assert "built-in" in out
 
