@@ -23,20 +23,22 @@ import time
 
 import torch
 
-from empanada_models import build_model, count_parameters
+from empanada_models import build_model, count_parameters, mitonet_v1
 from empanada_train._engine import make_optimizer
 from empanada_train._losses import PanopticLoss
 
 #: (row name, builder name, builder keyword arguments); the first row is the baseline.
+#: "mitonet_v1" is empanada_models.mitonet_v1() (55.2 M parameters, as the original).
+MITOLITE = dict(encoder="resnet18", num_classes=1, stage4_stride=16, decoder_channels=128,
+                low_level_stages=[1], low_level_channels_project=[32], atrous_rates=[2, 4, 6],
+                aspp_dropout=0.5, ins_decoder=True, ins_ratio=0.5)
 ARCHITECTURES = [
-    ("MitoNet_v1 (PDL-PR, ResNet-50)", "PanopticDeepLabPR",
-     dict(encoder="resnet50", num_classes=1, decoder_channels=256)),
-    ("MitoLite (PDL-PR, ResNet-18)", "PanopticDeepLabPR",
-     dict(encoder="resnet18", num_classes=1, decoder_channels=128)),
+    ("MitoNet_v1 (PDL-PR, ResNet-50)", "mitonet_v1", {}),
+    ("MitoLite_v1 (PDL-PR, ResNet-18)", "PanopticDeepLabPR", MITOLITE),
     ("PDL-PR, RegNetY-800MF", "PanopticDeepLabPR",
-     dict(encoder="regnety_800mf", num_classes=1, decoder_channels=128)),
+     dict(MITOLITE, encoder="regnety_800mf")),
     ("PDL-PR, RegNetY-200MF", "PanopticDeepLabPR",
-     dict(encoder="regnety_200mf", num_classes=1, decoder_channels=64)),
+     dict(MITOLITE, encoder="regnety_200mf", decoder_channels=64)),
     ("BiFPN-PR, RegNetY-800MF", "PanopticBiFPNPR",
      dict(encoder="regnety_800mf", num_classes=1)),
 ]
@@ -56,7 +58,8 @@ def synthetic_batch(batch, patch, device):
 
 
 def time_steps(arch, kwargs, *, batch, patch, device, steps, warmup):
-    model = build_model(arch, **kwargs).to(device).train()
+    model = mitonet_v1() if arch == "mitonet_v1" else build_model(arch, **kwargs)
+    model = model.to(device).train()
     optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.1)
     criterion = PanopticLoss()
     x, target = synthetic_batch(batch, patch, device)
