@@ -447,7 +447,7 @@ def _paired_label_folders(pred_dir, gt_dir):
             f"{sorted(gt_files)[:5] or 'none'}"
         )
     preds, gts = [], []
-    for stem, fp, fg in pairs:
+    for _stem, fp, fg in pairs:
         a, b = np.asarray(open_image(fp)), np.asarray(open_image(fg))
         if a.ndim != 2 or a.shape != b.shape:
             raise ValueError(f"{fp.name} and {fg.name} must be 2D images of the same shape; "
