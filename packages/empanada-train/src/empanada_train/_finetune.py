@@ -28,10 +28,6 @@ from ._config import (
 )
 from ._engine import (
     LoopSpec,
-    TrainResult,
-    finish_logs,
-    load_best_weights,
-    run_loop,
     set_trainable_layers,
     timer,
 )
@@ -48,6 +44,7 @@ from ._train import (
     resolve_classes,
     resolve_device,
     resolve_precision,
+    run_and_collect,
     training_items,
     workers_for,
     write_model_config,
@@ -330,21 +327,12 @@ def finetune(model, train_dir, *, name=None, config=None, eval_dir=None, model_d
         schedule_params=cfg.train["schedule_params"], config=cfg.to_dict(), norms=norms,
         extra={"finetune_layer": layers, "base_model": base.name},
     )
-    resume = resume if resume is not None else cfg.resolve_path(cfg.train["resume"])
-    done, history, best, metrics, stopped = run_loop(spec, resume=resume, progress=progress,
-                                                     should_stop=should_stop)
-    result = TrainResult(
-        model_name=name, model_dir=model_dir, checkpoint_path=spec.checkpoint_path,
-        log_path=spec.log_path, iterations=done, total_iterations=total, history=history,
-        best=best, metrics=metrics, stopped=stopped, notes=notes,
-        best_checkpoint_path=spec.best_path if best is not None else None,
-    )
-    result.plot_path = finish_logs(spec, history, notes)
-    if stopped:
+    result = run_and_collect(spec, cfg, resume=resume, progress=progress,
+                             should_stop=should_stop, notes=notes)
+    if result.stopped:
         result.seconds = elapsed()
         return result
-
-    result.exported_from = load_best_weights(spec, best, notes)
+    done = result.iterations
     net.cpu().eval()
     model_path = model_dir / f"{name}.pth"
     quantized = None

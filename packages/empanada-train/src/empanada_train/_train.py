@@ -436,6 +436,24 @@ def register_outputs(name, config_path, model_path, quantized_path, overwrite):
 # ----------------------------------------------------------------------------- train
 
 
+def run_and_collect(spec, cfg, *, resume, progress, should_stop, notes):
+    """Run the loop of ``spec`` and gather a TrainResult; the best weights are loaded
+    into ``spec.model`` unless the run was stopped (shared by train and finetune)."""
+    resume = resume if resume is not None else cfg.resolve_path(cfg.train["resume"])
+    done, history, best, metrics, stopped = run_loop(spec, resume=resume, progress=progress,
+                                                     should_stop=should_stop)
+    result = TrainResult(
+        model_name=spec.name, model_dir=spec.model_dir, checkpoint_path=spec.checkpoint_path,
+        log_path=spec.log_path, iterations=done, total_iterations=spec.total_iterations,
+        history=history, best=best, metrics=metrics, stopped=stopped, notes=notes,
+        best_checkpoint_path=spec.best_path if best is not None else None,
+    )
+    result.plot_path = finish_logs(spec, history, notes)
+    if not stopped:
+        result.exported_from = load_best_weights(spec, best, notes)
+    return result
+
+
 def train(config=None, *, overrides=None, resume=None, progress=None, should_stop=None,
           register=True, overwrite=False):
     """Train a panoptic segmentation model from scratch and register it.
@@ -572,21 +590,12 @@ def train(config=None, *, overrides=None, resume=None, progress=None, should_sto
         schedule_params=cfg.train["schedule_params"], config=cfg.to_dict(),
         norms=tuple(norms), extra={"finetune_layer": layers},
     )
-    resume = resume if resume is not None else cfg.resolve_path(cfg.train["resume"])
-    done, history, best, metrics, stopped = run_loop(spec, resume=resume, progress=progress,
-                                                     should_stop=should_stop)
-    result = TrainResult(
-        model_name=name, model_dir=model_dir, checkpoint_path=spec.checkpoint_path,
-        log_path=spec.log_path, iterations=done, total_iterations=total, history=history,
-        best=best, metrics=metrics, stopped=stopped, notes=notes,
-        best_checkpoint_path=spec.best_path if best is not None else None,
-    )
-    result.plot_path = finish_logs(spec, history, notes)
-    if stopped:
+    result = run_and_collect(spec, cfg, resume=resume, progress=progress,
+                             should_stop=should_stop, notes=notes)
+    if result.stopped:
         result.seconds = elapsed()
         return result
-
-    result.exported_from = load_best_weights(spec, best, notes)
+    done = result.iterations
     model.cpu().eval()
     model_path = model_dir / f"{name}.pth"
     with quiet_torchscript():
