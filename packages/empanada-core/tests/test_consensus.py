@@ -219,22 +219,28 @@ def test_matches_slow_reference(
 
 @settings(max_examples=30, deadline=None)
 @given(views=three_views(), vote_thr=st.sampled_from([1, 2, 3]), seed=st.integers(0, 99))
-def test_output_does_not_depend_on_input_ids(views, vote_thr, seed):
+def test_output_depends_on_id_order_only(views, vote_thr, seed):
+    # The merge loop breaks ties between clusters by id order (as the original), so
+    # any renaming that keeps the order of ids must give the same labels; a renaming
+    # that reorders ids may change a tie-break (hypothesis found such a case with
+    # vote_thr=2), so there only the output numbering is checked.
     rng = np.random.default_rng(seed)
-    renamed = []
+    kept_order, shuffled = [], []
     for v in views:
         ids = np.unique(v)
+        monotone = np.cumsum(rng.integers(1, 2**20, ids.size)).astype(np.uint64)
+        monotone[ids == 0] = 0
+        kept_order.append(monotone[np.searchsorted(ids, v)])
         new = rng.integers(1, 2**30, ids.size) * 1024 + np.arange(ids.size)  # distinct
         new[ids == 0] = 0
-        renamed.append(new[np.searchsorted(ids, v)].astype(np.uint64))
-    # cluster tie-breaks follow id order, so compare only where no tie can arise
+        shuffled.append(new[np.searchsorted(ids, v)].astype(np.uint64))
     a = ec.ortho_consensus(*views, vote_thr=vote_thr)
-    b = ec.ortho_consensus(*renamed, vote_thr=vote_thr)
-    assert a.dtype == b.dtype == np.uint32
-    if vote_thr == 3 or a.max() <= 1:
-        np.testing.assert_array_equal(a, b)
+    b = ec.ortho_consensus(*kept_order, vote_thr=vote_thr)
+    c = ec.ortho_consensus(*shuffled, vote_thr=vote_thr)
+    assert a.dtype == b.dtype == c.dtype == np.uint32
+    np.testing.assert_array_equal(a, b)
     # ids always follow first-voxel order
-    for out in (a, b):
+    for out in (a, c):
         np.testing.assert_array_equal(out, raster_relabel(out))
 
 

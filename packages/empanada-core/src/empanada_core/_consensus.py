@@ -518,8 +518,9 @@ def ortho_consensus(
     * ``min_extent`` measures the box of the voted voxels; the original used the
       union of the member boxes, which is looser.
     * Ids follow the first voxel in raster order (the original followed
-      networkx component order), so the result does not depend on the input
-      ids. The output is ``uint32``, not ``int32``.
+      networkx component order), so the numbering does not depend on the input
+      ids (tie-breaks in the merge loop follow the order of the ids, as in the
+      original). The output is ``uint32``, not ``int32``.
     * ``min_overlap`` and ``min_iou`` are parameters (constants in the
       original); ``min_size``/``min_extent`` are applied here, not by the caller.
 
