@@ -27,26 +27,22 @@ from ._config import (
     merge_configs,
 )
 from ._engine import (
-    LoopSpec,
     set_trainable_layers,
     timer,
 )
 from ._train import (
     check_name_free,
-    criterion_from,
-    engine_params,
     eval_items,
     export_quantized,
     finetune_block,
+    loop_spec,
     prepare_run,
     quiet_torchscript,
     register_outputs,
     resolve_classes,
     resolve_device,
-    resolve_precision,
     run_and_collect,
     training_items,
-    workers_for,
     write_model_config,
 )
 
@@ -313,20 +309,11 @@ def finetune(model, train_dir, *, name=None, config=None, eval_dir=None, model_d
     dataset, eval_dataset, (total, eval_every, save_every), model_dir = prepare_run(
         cfg, items, evals, classes, norms, name, patch)
 
-    spec = LoopSpec(
-        kind="finetune", name=name, model_dir=model_dir, model=net, device=device,
-        dataset=dataset, eval_dataset=eval_dataset, criterion=criterion_from(cfg),
-        total_iterations=total, batch_size=cfg.train["batch_size"],
-        workers=workers_for(cfg, device), seed=cfg.train["seed"] or 0,
-        precision=resolve_precision(cfg, device), grad_clip=cfg.train["grad_clip"],
-        eval_every=eval_every, save_every=save_every, best_metric=cfg.eval["best_metric"],
-        padding_factor=multiple, labels=classes.labels, thing_list=classes.thing_list,
-        class_names=classes.class_names, label_divisor=classes.label_divisor,
-        single_class=classes.single_class, engine_params=engine_params(cfg, classes),
-        optimizer_params=cfg.train["optimizer_params"],
-        schedule_params=cfg.train["schedule_params"], config=cfg.to_dict(), norms=norms,
-        extra={"finetune_layer": layers, "base_model": base.name},
-    )
+    spec = loop_spec("finetune", cfg, name=name, model_dir=model_dir, model=net,
+                     device=device, datasets=(dataset, eval_dataset),
+                     schedule=(total, eval_every, save_every), classes=classes, norms=norms,
+                     padding_factor=multiple,
+                     extra={"finetune_layer": layers, "base_model": base.name})
     result = run_and_collect(spec, cfg, resume=resume, progress=progress,
                              should_stop=should_stop, notes=notes)
     if result.stopped:

@@ -436,6 +436,27 @@ def register_outputs(name, config_path, model_path, quantized_path, overwrite):
 # ----------------------------------------------------------------------------- train
 
 
+def loop_spec(kind, cfg, *, name, model_dir, model, device, datasets, schedule, classes, norms,
+              padding_factor, extra):
+    """The LoopSpec of a training or finetuning run (``kind``) from its resolved parts."""
+    dataset, eval_dataset = datasets
+    total, eval_every, save_every = schedule
+    return LoopSpec(
+        kind=kind, name=name, model_dir=model_dir, model=model, device=device,
+        dataset=dataset, eval_dataset=eval_dataset, criterion=criterion_from(cfg),
+        total_iterations=total, batch_size=cfg.train["batch_size"],
+        workers=workers_for(cfg, device), seed=cfg.train["seed"] or 0,
+        precision=resolve_precision(cfg, device), grad_clip=cfg.train["grad_clip"],
+        eval_every=eval_every, save_every=save_every, best_metric=cfg.eval["best_metric"],
+        padding_factor=padding_factor, labels=classes.labels, thing_list=classes.thing_list,
+        class_names=classes.class_names, label_divisor=classes.label_divisor,
+        single_class=classes.single_class, engine_params=engine_params(cfg, classes),
+        optimizer_params=cfg.train["optimizer_params"],
+        schedule_params=cfg.train["schedule_params"], config=cfg.to_dict(),
+        norms=tuple(norms), extra=extra,
+    )
+
+
 def run_and_collect(spec, cfg, *, resume, progress, should_stop, notes):
     """Run the loop of ``spec`` and gather a TrainResult; the best weights are loaded
     into ``spec.model`` unless the run was stopped (shared by train and finetune)."""
@@ -576,20 +597,10 @@ def train(config=None, *, overrides=None, resume=None, progress=None, should_sto
     dataset, eval_dataset, (total, eval_every, save_every), model_dir = prepare_run(
         cfg, items, evals, classes, norms, name, patch)
 
-    spec = LoopSpec(
-        kind="train", name=name, model_dir=model_dir, model=model, device=device,
-        dataset=dataset, eval_dataset=eval_dataset, criterion=criterion_from(cfg),
-        total_iterations=total, batch_size=cfg.train["batch_size"],
-        workers=workers_for(cfg, device), seed=cfg.train["seed"] or 0,
-        precision=resolve_precision(cfg, device), grad_clip=cfg.train["grad_clip"],
-        eval_every=eval_every, save_every=save_every, best_metric=cfg.eval["best_metric"],
-        padding_factor=padding_factor, labels=classes.labels, thing_list=classes.thing_list,
-        class_names=classes.class_names, label_divisor=classes.label_divisor,
-        single_class=classes.single_class, engine_params=engine_params(cfg, classes),
-        optimizer_params=cfg.train["optimizer_params"],
-        schedule_params=cfg.train["schedule_params"], config=cfg.to_dict(),
-        norms=tuple(norms), extra={"finetune_layer": layers},
-    )
+    spec = loop_spec("train", cfg, name=name, model_dir=model_dir, model=model, device=device,
+                     datasets=(dataset, eval_dataset), schedule=(total, eval_every, save_every),
+                     classes=classes, norms=norms, padding_factor=padding_factor,
+                     extra={"finetune_layer": layers})
     result = run_and_collect(spec, cfg, resume=resume, progress=progress,
                              should_stop=should_stop, notes=notes)
     if result.stopped:
