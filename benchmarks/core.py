@@ -141,7 +141,10 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small inputs (smoke run)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs (default 3)")
     parser.add_argument("--skip-original", action="store_true", help="do not run the original")
+    parser.add_argument("--stages", default="2d,stack,ortho,memory",
+                        help="comma-separated subset of 2d,stack,ortho,memory (default all)")
     args = parser.parse_args(argv)
+    stages = set(args.stages.split(","))
     if args.skip_original:
         _original.available = lambda: False
 
@@ -154,12 +157,14 @@ def main(argv=None):
                      ortho=[(256, 100), (256, 400)], mem=((25, 50, 100), 1024, 75))
     print(f"empanada-core {ec.__version__}; original importable: {_original.available()}; "
           f"numpy {np.__version__}")
-    rows = [stage_2d(*a, args.repeat) for a in sizes["d2"]]
-    rows += [stage_stack(*a, args.repeat) for a in sizes["stack"]]
-    rows += [stage_consensus(*a, args.repeat) for a in sizes["ortho"]]
+    rows = [stage_2d(*a, args.repeat) for a in sizes["d2"]] if "2d" in stages else []
+    rows += [stage_stack(*a, args.repeat) for a in sizes["stack"]] if "stack" in stages else []
+    rows += [stage_consensus(*a, args.repeat) for a in sizes["ortho"]] if "ortho" in stages else []
     print()
     print_table(rows)
     print()
+    if "memory" not in stages:
+        return
     lengths, size, n_obj = sizes["mem"]
     print(f"stack assembly peak memory beyond the output, {size}^2 slices:")
     print(f"{'slices':>8s} {'peak (MiB)':>11s} {'output (MiB)':>13s}")

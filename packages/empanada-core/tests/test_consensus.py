@@ -199,9 +199,11 @@ def test_identical_views_any_vote(vol, vote_thr):
     min_overlap=st.sampled_from([0, 5, 100]),
     min_iou=st.sampled_from([0.01, 0.3]),
     tiny_slabs=st.booleans(),
+    second_sweep=st.booleans(),
 )
 def test_matches_slow_reference(
-    views, vote_thr, allow_one_view, cluster_iou_thr, min_overlap, min_iou, tiny_slabs
+    views, vote_thr, allow_one_view, cluster_iou_thr, min_overlap, min_iou, tiny_slabs,
+    second_sweep,
 ):
     kw = dict(
         vote_thr=vote_thr,
@@ -213,6 +215,9 @@ def test_matches_slow_reference(
     with pytest.MonkeyPatch.context() as mp:
         if tiny_slabs:
             mp.setattr(_filters, "_SLAB_VOXELS", 50)  # 1 z-slice per slab
+            mp.setattr(_consensus, "_TABLE_SLAB_VOXELS", 50)
+        if second_sweep:  # keep no runs: the output comes from a sweep over the views
+            mp.setattr(_consensus, "_KEPT_RUNS", 0)
         got = ec.ortho_consensus(*views, **kw)
     np.testing.assert_array_equal(got, reference_consensus(views, **kw))
 
@@ -515,3 +520,20 @@ def test_option_errors(vol):
         ec.ortho_consensus(vol, vol, vol, min_extent=2.5)
     with pytest.raises(TypeError, match="`allow_one_view` must be True or False"):
         ec.ortho_consensus(vol, vol, vol, allow_one_view=1)
+
+
+def test_kept_runs_budget_gives_the_same_volume():
+    """Runs kept from the table pass, none kept, or a mix: one result."""
+    rng = np.random.default_rng(3)
+    shape = (12, 16, 18)
+    views = []
+    for view in range(3):
+        centres = [(6 + rng.integers(-1, 2), 5, 5), (6, 10 + rng.integers(-1, 2), 12)]
+        views.append(_balls(shape, centres, 3 + (view == 1)))
+    ref = ec.ortho_consensus(*views)
+    for budget, slab in ((0, 50), (5, 50), (0, 1 << 20)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(_consensus, "_KEPT_RUNS", budget)
+            mp.setattr(_consensus, "_TABLE_SLAB_VOXELS", slab)
+            np.testing.assert_array_equal(ec.ortho_consensus(*views), ref)
+    assert ref.max() == 2

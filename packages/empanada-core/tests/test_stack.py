@@ -243,8 +243,13 @@ class TestErrors:
     def test_output_dtype_too_small(self):
         s = np.zeros((40, 40), np.int64)
         s[::2, ::2] = 3  # 400 separate pieces of class 1 in one slice
+        # piece numbers are only written into `out` past the run memory budget
         with pytest.raises(ValueError, match="use a uint64 output"):
-            ec.assemble_stack([s], out=np.zeros((1, 40, 40), np.uint8), label_divisor=2)
+            ec.assemble_stack([s], out=np.zeros((1, 40, 40), np.uint8), label_divisor=2,
+                              run_memory=0)
+        # within it, only the final ids must fit (here every piece is too small to keep)
+        out = ec.assemble_stack([s], out=np.zeros((1, 40, 40), np.uint8), label_divisor=2)
+        assert not out.any()
         with pytest.raises(ValueError, match="does not fit the output dtype"):
             ec.assemble_stack([np.full((4, 4), DIV + 1)], out=np.zeros((1, 4, 4), np.uint8),
                               min_size=0, min_extent=0)
@@ -283,3 +288,71 @@ def test_golden_real_instances(name):
         assert_same_partition(out, i3)
     else:
         assert n_true <= n_ours <= n_true * 1.2
+
+
+# -- the row-run machinery ---------------------------------------------------------------
+@st.composite
+def small_label_images(draw):
+    """Random label images with few values, so that equal values touch often."""
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    values = draw(st.lists(st.integers(0, 3), min_size=h * w, max_size=h * w))
+    return np.array(values, dtype=np.int64).reshape(h, w)
+
+
+@settings(max_examples=150, deadline=None)
+@given(image=small_label_images())
+def test_pieces_from_runs_equal_pixel_connected_components(image):
+    from skimage.measure import label
+
+    out = np.zeros((1,) + image.shape, np.uint32)
+    asm = ec.StackAssembler(out, label_divisor=DIV, min_size=0, min_extent=0)
+    asm.push(np.where(image > 0, DIV + image, 0))
+    asm.finish()
+    # equal-valued 8-connected regions, exactly as skimage labels them
+    assert_same_partition(out[0], label(image, background=0, connectivity=2))
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=small_label_images(), shift=st.integers(-2, 2))
+def test_overlaps_from_runs_equal_pixel_overlaps(a, shift):
+    from empanada_core._stack import _row_runs, _run_overlaps
+
+    b = np.roll(a, shift, axis=1)
+    buf_a = np.zeros((a.shape[0], a.shape[1] + 1), a.dtype)
+    buf_b = buf_a.copy()
+    sa, ea, va = _row_runs(a, buf_a)
+    sb, eb, vb = _row_runs(b, buf_b)
+    cur, prev, shared = _run_overlaps(sb, eb, sa, ea)
+    # shared pixels per value pair, from runs and from pixels
+    got = {}
+    for c, p, n in zip(vb[cur], va[prev], shared):
+        got[(int(p), int(c))] = got.get((int(p), int(c)), 0) + int(n)
+    both = (a > 0) & (b > 0)
+    pairs, counts = np.unique(np.stack([a[both], b[both]]), axis=1, return_counts=True)
+    assert got == {(int(p), int(c)): int(n) for (p, c), n in zip(pairs.T, counts)}
+
+
+@pytest.mark.parametrize("run_memory", [0, 300, 2**28])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_run_memory_budget_gives_the_same_volume(run_memory, axis):
+    """Slices kept as runs, written as piece numbers, or a mix: one result."""
+    rng = np.random.default_rng(axis)
+    vol = np.zeros((9, 20, 24), np.int64)
+    for k in range(1, 12):
+        z, y, x = rng.integers(0, 6), rng.integers(0, 14), rng.integers(0, 18)
+        vol[z : z + 4, y : y + 6, x : x + 6] = k  # later boxes overwrite: touching objects
+    slices = slices_of(vol, axis, rng)
+    ref = ec.assemble_stack(slices, shape=vol.shape, axis=axis, min_size=0, min_extent=0)
+    for blank in (True, False):
+        out = np.zeros(vol.shape, np.uint32) if blank else np.full(vol.shape, 7, np.uint32)
+        asm = ec.StackAssembler(out, axis=axis, min_size=0, min_extent=0,
+                                run_memory=run_memory, out_is_blank=blank)
+        for s in slices:
+            asm.push(s)
+        asm.finish()
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_run_memory_must_be_non_negative():
+    with pytest.raises(ValueError, match="run_memory"):
+        ec.StackAssembler(np.zeros((1, 3, 3), np.uint32), run_memory=-1)

@@ -7,10 +7,13 @@ volumes instead of run-length encodings:
 
 * every cross-view overlap comes from one histogram of the *id triples* met in the
   volume ("signatures": the ids that xy, xz and yz give a voxel), built slab by slab
-  along axis 0 with ``np.unique``;
+  along axis 0 from the runs of constant triple along the flattened slab (one
+  vectorised comparison per view finds them; everything after works on runs);
 * sizes, intersections, votes and the sizes of the voted objects are then all sums
   over that small table, never masks of single objects;
-* the output is written in a second slab sweep through per-view lookup tables.
+* the output is written from the kept foreground runs and the table row of each
+  (for very large foregrounds, past a memory budget, by a second slab sweep
+  through per-view lookup tables instead).
 
 Only the cluster-merging graph logic loops in Python, over clusters (never voxels).
 """
@@ -37,14 +40,14 @@ _INT64_MAX = np.iinfo(np.int64).max
 # ---------------------------------------------------------------------------
 
 
-def _check_views(views, *, allow_bool=False):
+def _check_views(views, *, allow_bool=False, check_negative=True):
     checked = []
     for name, view in zip(_VIEW_NAMES, views):
         arr = np.asarray(view)
         if allow_bool and arr.dtype == bool:
             check_ndim(arr, 3, name)
         else:
-            arr = check_label_image(arr, name, ndim=3)
+            arr = check_label_image(arr, name, ndim=3, check_negative=check_negative)
         checked.append(arr)
     check_same_shape(checked[0], checked[1], "xy", "xz")
     check_same_shape(checked[0], checked[2], "xy", "yz")
@@ -135,42 +138,76 @@ def _sum_by(groups, weights, n):
 # ---------------------------------------------------------------------------
 
 
-def _signature_table(views):
+# Slabs of this many voxels bound the per-slab temporaries.
+_TABLE_SLAB_VOXELS = 1 << 20
+# Foreground runs kept from pass 1 for writing the output (24 bytes each); past
+# this many the output is written by a second sweep over the views instead.
+_KEPT_RUNS = 1 << 23
+
+
+def _signature_runs(slabs):
+    """Runs of constant id triple along the flattened slabs, background runs dropped.
+
+    Returns the flat start of each run, its length and the three ids.
+    """
+    flats = [s.reshape(-1) for s in slabs]
+    change = flats[0][1:] != flats[0][:-1]
+    change |= flats[1][1:] != flats[1][:-1]
+    change |= flats[2][1:] != flats[2][:-1]
+    bounds = np.flatnonzero(change) + 1
+    starts = np.concatenate([np.zeros(1, np.int64), bounds])
+    lengths = np.diff(np.concatenate([starts, np.array([flats[0].size], np.int64)]))
+    values = [f[starts] for f in flats]
+    fg = values[0] != 0
+    fg |= values[1] != 0
+    fg |= values[2] != 0
+    return starts[fg], lengths[fg], [v[fg] for v in values]
+
+
+def _signature_table(views, keep_runs=None):
     """Histogram of the id triples (xy, xz, yz) over the foreground voxels.
 
-    Returns ``None`` for all-background volumes, else ``(ids, g, counts, first)``:
-    ``ids[k]`` are the sorted nonzero ids of view ``k``; each row ``r`` of the
-    table is the triple ``(g[0][r], g[1][r], g[2][r])`` of 1-based positions in
-    ``ids`` (0 = background in that view), seen in ``counts[r]`` voxels, first at
-    C-order flat index ``first[r]``.
+    Returns ``None`` for all-background volumes, else ``(ids, g, counts, first,
+    runs)``: ``ids[k]`` are the sorted nonzero ids of view ``k``; each row ``r``
+    of the table is the triple ``(g[0][r], g[1][r], g[2][r])`` of 1-based
+    positions in ``ids`` (0 = background in that view), seen in ``counts[r]``
+    voxels, first at C-order flat index ``first[r]``. ``runs`` is ``(flat
+    starts, lengths, table rows)`` of the foreground runs when there are at
+    most ``keep_runs`` of them, else ``None``.
     """
+    keep_runs = _KEPT_RUNS if keep_runs is None else keep_runs
     shape = views[0].shape
     plane = shape[1] * shape[2]
     raw, counts, firsts = ([], [], []), [], []
-    for sl in _axis0_slabs(shape):
-        slabs = [v[sl] for v in views]
-        fg = slabs[0] != 0
-        fg |= slabs[1] != 0
-        fg |= slabs[2] != 0
-        pos = np.flatnonzero(fg)
-        if pos.size == 0:
+    kept, n_kept, n_rows = [], 0, 0
+    for sl in _axis0_slabs(shape, _TABLE_SLAB_VOXELS):
+        slabs = [np.ascontiguousarray(v[sl]) for v in views]
+        starts, lengths, values = _signature_runs(slabs)
+        if starts.size == 0:
             continue
         uniqs, invs = [], []
-        for slab in slabs:
-            uniq, inv = _compress(slab[fg])
+        for vals in values:
+            uniq, inv = _compress(vals)
             uniqs.append(uniq)
             invs.append(inv)
         inv, n, first = _group_rows(invs, [u.size for u in uniqs])
-        counts.append(np.bincount(inv, minlength=n).astype(np.int64))
-        firsts.append(pos[first] + sl.start * plane)
+        counts.append(np.bincount(inv, weights=lengths, minlength=n).astype(np.int64))
+        starts += sl.start * plane
+        firsts.append(starts[first])  # runs are in raster order
         for k in range(3):
             raw[k].append(uniqs[k][invs[k][first]])
+        n_kept += starts.size
+        if n_kept <= keep_runs:
+            kept.append((starts, lengths, inv + n_rows))
+        n_rows += n
     if not counts:
         return None
 
     ids, g = [], []
-    for parts in raw:
-        values = np.concatenate(parts)
+    for name, parts in zip(_VIEW_NAMES, raw):
+        values = np.concatenate(parts)  # every id of the view starts some run
+        if np.issubdtype(values.dtype, np.signedinteger) and values.min() < 0:
+            raise ValueError(f"`{name}` contains negative ids (min {values.min()})")
         nonzero = values != 0
         ids_k = np.unique(values[nonzero])
         g_k = np.zeros(values.size, dtype=np.int64)
@@ -179,14 +216,28 @@ def _signature_table(views):
         g.append(g_k)
     counts = np.concatenate(counts)
     first = np.concatenate(firsts)
+    row_of = None
     if len(firsts) > 1:  # one triple can appear in several slabs: merge its rows
-        inv, n, rep = _group_rows(g, [i.size + 1 for i in ids])
-        counts = _sum_by(inv, counts, n)
+        row_of, n, rep = _group_rows(g, [i.size + 1 for i in ids])
+        counts = _sum_by(row_of, counts, n)
         merged_first = np.full(n, _INT64_MAX, dtype=np.int64)
-        np.minimum.at(merged_first, inv, first)
+        np.minimum.at(merged_first, row_of, first)
         first = merged_first
         g = [g_k[rep] for g_k in g]
-    return ids, g, counts, first
+    runs = None
+    if n_kept <= keep_runs:
+        starts, lengths, rows = (np.concatenate(a) for a in zip(*kept))
+        runs = (starts, lengths, rows if row_of is None else row_of[rows])
+    return ids, g, counts, first, runs
+
+
+def _write_runs(out, starts, lengths, values):
+    """``out.flat[start : start + length] = value`` for every run (C-contiguous ``out``)."""
+    keep = values != 0
+    starts, lengths, values = starts[keep], lengths[keep], values[keep]
+    run = np.repeat(np.arange(starts.size), lengths)
+    skipped = np.cumsum(lengths) - lengths
+    out.reshape(-1)[starts[run] + np.arange(run.size) - skipped[run]] = values[run]
 
 
 # ---------------------------------------------------------------------------
@@ -524,9 +575,10 @@ def ortho_consensus(
     * ``min_overlap`` and ``min_iou`` are parameters (constants in the
       original); ``min_size``/``min_extent`` are applied here, not by the caller.
 
-    Cost: two sweeps over the volume in slabs along axis 0, with a few
-    ``np.unique`` calls per slab on the foreground voxels; memory is the output
-    plus slab-sized temporaries.
+    Cost: one sweep over the three views in slabs along axis 0 (a comparison
+    of neighbouring voxels per view), then work on the runs of constant ids;
+    memory is the output, slab-sized temporaries and 24 bytes per foreground
+    run (a second sweep replaces the kept runs past 2**23 of them).
 
     Examples
     --------
@@ -543,7 +595,7 @@ def ortho_consensus(
     >>> int(ortho_consensus(a, np.zeros_like(a), np.zeros_like(a)).max())
     0
     """
-    views = _check_views((xy, xz, yz))
+    views = _check_views((xy, xz, yz), check_negative=False)  # checked by the table pass
     vote_thr = _check_vote_thr(vote_thr)
     cluster_iou_thr = check_probability(cluster_iou_thr, "cluster_iou_thr")
     if not isinstance(allow_one_view, (bool, np.bool_)):
@@ -557,7 +609,7 @@ def ortho_consensus(
     table = _signature_table(views)
     if table is None:
         return np.zeros(shape, dtype=np.uint32)
-    ids, g, counts, first = table
+    ids, g, counts, first, runs = table
 
     min_cluster = 1 if allow_one_view else 2  # majority of three views
     if vote_thr < min_cluster:
@@ -590,11 +642,14 @@ def ortho_consensus(
     final_id = np.zeros(n_objects, dtype=out_dtype)
     final_id[kept] = np.arange(1, kept.size + 1)
 
-    # second sweep: write the voted objects
     out = np.zeros(shape, dtype=out_dtype)
     if kept.size == 0:
         return out
-    for sl in _axis0_slabs(shape):
+    if runs is not None:
+        # every foreground run's table row is known: write its object at once
+        _write_runs(out, runs[0], runs[1], final_id[label][runs[2]])
+    for sl in _axis0_slabs(shape) if runs is None else ():
+        # second sweep (very large foregrounds): write the voted objects
         slabs = [v[sl] for v in views]
         n_views = (slabs[0] != 0).view(np.uint8) + (slabs[1] != 0) + (slabs[2] != 0)
         candidate = n_views >= vote_thr

@@ -13,12 +13,17 @@ are the original empanada's:
 * otherwise the piece starts a new object (forward pass) or keeps its label
   (backward pass, which unites objects that merge going forward).
 
-Unlike the original, no run-length encodings are built: everything the rules
-need is the area of each piece and one sparse table of pixel overlaps per pair
-of consecutive slices (a bincount of piece-id pairs). The backward pass and the
-size and extent filters then touch no pixels. The output array is used as
-scratch: each slice is written at once with piece numbers and rewritten through
-one lookup table at the end, so memory holds one slice plus per-piece tables.
+Each slice is read once, by one vectorised scan that cuts every row into runs
+of equal non-zero value (the original builds run-length encodings pixel by
+pixel). Everything else works on the runs, of which a slice has far fewer than
+pixels: connected pieces are components of the graph of runs that touch in
+consecutive rows, the overlaps with the previous slice come from intersecting
+the runs of each row (one sparse table of piece pairs per slice pair), and the
+backward pass and the size and extent filters touch no pixels at all. The
+final ids are written once, at the end, from the kept runs; past a memory
+budget for runs, slices are instead written at once as piece numbers and
+rewritten through a lookup table at the end, so memory stays bounded whatever
+the number of slices.
 """
 
 from __future__ import annotations
@@ -89,6 +94,67 @@ def _positions(values, table):
     return sorter[np.searchsorted(table, values, sorter=sorter)]
 
 
+def _expand(first, count):
+    """Unroll ranges ``first[i], ..., first[i] + count[i] - 1``.
+
+    Returns the range each element comes from and the element itself.
+    """
+    owner = np.repeat(np.arange(len(count)), count)
+    skipped = np.cumsum(count) - count
+    return owner, first[owner] + np.arange(owner.size) - skipped[owner]
+
+
+def _row_runs(image, buffer):
+    """Runs of equal non-zero value along the rows of a 2D image.
+
+    ``buffer`` is an (H, W + 1) array of the image's dtype whose last column is
+    zero, so that no run crosses the end of a row. Returns the start and stop
+    (exclusive) of each run as flat positions in that padded raster, in raster
+    order, and the run's value.
+    """
+    buffer[:, : image.shape[1]] = image
+    flat = buffer.reshape(-1)
+    bounds = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate([np.zeros(1, np.int64), bounds])
+    stops = np.concatenate([bounds, np.array([flat.size], np.int64)])
+    values = flat[starts]
+    nonzero = values != 0
+    return starts[nonzero], stops[nonzero], values[nonzero]
+
+
+def _touching_runs(starts, stops, row_stride, n_rows, group):
+    """Pairs of runs of one group in consecutive rows that touch (8-connectivity).
+
+    Run ``j`` on the row above run ``i`` touches it when their column ranges
+    overlap or meet at a corner. Found with two binary searches per run over
+    the runs sorted by (group, row, column), never by visiting pixels.
+    """
+    rows = starts // row_stride
+    order = np.argsort(group, kind="stable")  # by group, then raster order
+    block = group[order] * (n_rows + 1) + rows[order]
+    key = row_stride + 1
+    col0 = starts[order] - rows[order] * row_stride
+    col1 = stops[order] - rows[order] * row_stride
+    above = (block - 1) * key  # the same group's previous row (row -1 never occurs)
+    lo = np.searchsorted(block * key + col1, above + col0, side="left")
+    hi = np.searchsorted(block * key + col0, above + col1, side="right")
+    below, upper = _expand(lo, np.maximum(hi - lo, 0))
+    return order[below], order[upper]
+
+
+def _run_overlaps(starts, stops, prev_starts, prev_stops):
+    """Pixel overlaps of the runs of two slices (both in raster order).
+
+    Returns, for every pair of overlapping runs, the run of this slice, the
+    run of the previous slice and the number of shared pixels.
+    """
+    lo = np.searchsorted(prev_stops, starts, side="right")
+    hi = np.searchsorted(prev_starts, stops, side="left")
+    cur, prev = _expand(lo, np.maximum(hi - lo, 0))
+    shared = np.minimum(stops[cur], prev_stops[prev]) - np.maximum(starts[cur], prev_starts[prev])
+    return cur, prev, shared
+
+
 def _match(inter, target_areas, piece_areas, iou_thr, ioa_thr):
     """Apply the matching rules to one class of one slice pair.
 
@@ -154,6 +220,11 @@ class StackAssembler:
         Promise that ``out`` is a numpy array of zeros (e.g. just created).
         Slices are then written sparsely, touching only object pixels, which
         saves most of the memory traffic on sparse scenes.
+    run_memory : int, optional
+        Bytes of row runs (12 per run) kept until :meth:`finish`, which then
+        writes each slice once with its final ids (default 256 MiB, enough
+        for thousands of typical slices). Slices pushed past it are written
+        at once as piece numbers and rewritten at the end instead.
 
     Examples
     --------
@@ -179,6 +250,7 @@ class StackAssembler:
         force_connected=True,
         on_overflow="raise",
         out_is_blank=False,
+        run_memory=2**28,
     ):
         check_ndim(out, 3, "out")
         if not np.issubdtype(np.dtype(out.dtype), np.integer):
@@ -197,6 +269,7 @@ class StackAssembler:
         self.min_extent = check_positive_int(min_extent, "min_extent", minimum=0)
         self.force_connected = bool(force_connected)
         self.on_overflow = on_overflow
+        self.run_memory = check_positive_int(run_memory, "run_memory", minimum=0)
         self._sparse_writes = bool(out_is_blank) and isinstance(out, np.ndarray)
         self.n_slices = out.shape[axis]
         self.slice_shape = tuple(s for i, s in enumerate(out.shape) if i != axis)
@@ -206,8 +279,11 @@ class StackAssembler:
     def _reset(self):
         self._index = 0
         self._n_pieces = 0
-        self._prev = None  # previous slice: (foreground flat indices, global piece numbers)
-        self._scratch = None  # one dense slice of zeros, reused for sparse lookups
+        self._prev = None  # previous slice's runs: (starts, stops, global piece numbers)
+        self._row_buffer = None  # (H, W + 1) copy of the slice, last column zero
+        self._dense = None  # one dense output slice of zeros, for non-sparse writes
+        self._runs = []  # per slice: (starts, stops, piece) kept for finish(), or None
+        self._run_bytes = 0
         self._piece_class = []  # per slice
         self._piece_area = []
         self._piece_box = []  # per slice, (n, 4): r0, r1, c0, c1
@@ -222,39 +298,44 @@ class StackAssembler:
         return tuple(idx)
 
     # -- per slice ---------------------------------------------------------------------
-    def _connected_pieces(self, flat_idx, values):
-        """8-connected pieces of equal value among the given foreground pixels.
+    def _connected_pieces(self, starts, stops, values):
+        """8-connected pieces of equal value among the given runs.
 
-        Works on the foreground only (a sparse neighbour graph), so the cost
-        follows the number of object pixels, not the slice size. Returns
-        0-based piece numbers in raster order of each piece's first pixel.
+        Components of the graph of touching runs, so the cost follows the
+        number of runs, not of pixels. Returns 0-based piece numbers in raster
+        order of each piece's first pixel.
         """
-        n = len(flat_idx)
+        n = len(starts)
         if n == 0:
             return np.zeros(0, dtype=np.int64)
+        _, group = np.unique(values, return_inverse=True)
         h, w = self.slice_shape
-        scratch = self._scratch
-        scratch[flat_idx] = np.arange(1, n + 1)
-        rows, cols = np.divmod(flat_idx, w)
-        heads, tails = [], []
-        # forward half of the 8-neighbourhood: right, down-left, down, down-right
-        for dr, dc in ((0, 1), (1, -1), (1, 0), (1, 1)):
-            ok = (rows + dr < h) & (cols + dc >= 0) & (cols + dc < w)
-            src = np.flatnonzero(ok)
-            nb = scratch[flat_idx[src] + dr * w + dc] - 1
-            linked = nb >= 0
-            src, nb = src[linked], nb[linked]
-            same = values[src] == values[nb]
-            heads.append(src[same])
-            tails.append(nb[same])
-        scratch[flat_idx] = 0
-        heads = np.concatenate(heads)
-        tails = np.concatenate(tails)
+        heads, tails = _touching_runs(starts, stops, w + 1, h, group.ravel())
         graph = csr_matrix((np.ones(len(heads), np.int8), (heads, tails)), shape=(n, n))
         _, component = connected_components(graph, directed=False)
-        # pixels are in raster order, so first occurrence order is raster order
+        # runs are in raster order, so first occurrence order is raster order
         _, rank, _ = _first_occurrence_order(component)
         return rank
+
+    def _write_runs(self, i, starts, stops, run_values):
+        """Write one value per run into slice ``i`` of ``out``."""
+        h, w = self.slice_shape
+        out_dtype = np.dtype(self.out.dtype)
+        run, pixel = _expand(starts - starts // (w + 1), stops - starts)  # unpadded positions
+        values = run_values.astype(out_dtype, copy=False)[run]
+        target = self._index_of(i)
+        if self._sparse_writes:
+            view = self.out[target]
+            if view.flags.c_contiguous:
+                view.reshape(-1)[pixel] = values
+            else:
+                view[np.divmod(pixel, w)] = values
+            return
+        if self._dense is None:
+            self._dense = np.zeros(h * w, dtype=out_dtype)
+        self._dense[pixel] = values
+        self.out[target] = self._dense.reshape(self.slice_shape)
+        self._dense[pixel] = 0
 
     def push(self, panoptic):
         """Add the next slice (2D panoptic ids)."""
@@ -268,15 +349,14 @@ class StackAssembler:
             )
         if not np.issubdtype(panoptic.dtype, np.integer):
             raise TypeError(f"slices must hold integer panoptic ids; got dtype {panoptic.dtype}")
-        flat = panoptic.ravel()
-        idx = np.flatnonzero(flat)
-        values = flat[idx]
+        h, w = self.slice_shape
+        if self._row_buffer is None or self._row_buffer.dtype != panoptic.dtype:
+            self._row_buffer = np.zeros((h, w + 1), dtype=panoptic.dtype)
+        starts, stops, values = _row_runs(panoptic, self._row_buffer)
         if np.issubdtype(values.dtype, np.signedinteger) and values.size and values.min() < 0:
             raise ValueError(f"slice {self._index} contains negative ids")
         if values.dtype != np.uint64:
             values = values.astype(np.int64)
-        if self._scratch is None:
-            self._scratch = np.zeros(flat.size, dtype=np.int64)
 
         # Pieces: connected parts of thing objects, then one piece per stuff class.
         div = self.label_divisor
@@ -288,9 +368,10 @@ class StackAssembler:
                 "instance labels of class 1, add label_divisor to the non-zero ids)"
             )
         is_thing = np.isin(classes, self.thing_list) & (values % div > 0)
-        piece = np.zeros(len(idx), dtype=np.int64)
+        piece = np.zeros(len(starts), dtype=np.int64)
         if self.force_connected:
-            thing_rank = self._connected_pieces(idx[is_thing], values[is_thing])
+            thing_rank = self._connected_pieces(starts[is_thing], stops[is_thing],
+                                                values[is_thing])
         else:
             _, thing_rank, _ = _first_occurrence_order(values[is_thing])
         n_things = int(thing_rank.max()) + 1 if len(thing_rank) else 0
@@ -298,41 +379,44 @@ class StackAssembler:
         piece_class = np.zeros(n_things, dtype=np.int64)
         piece_class[thing_rank] = classes[is_thing]
         stuff_classes, stuff_rank = np.unique(classes[~is_thing], return_inverse=True)
-        piece[~is_thing] = n_things + 1 + stuff_rank
+        piece[~is_thing] = n_things + 1 + stuff_rank.ravel()
         piece_class = np.concatenate([piece_class, stuff_classes])
         n = len(piece_class)
-        if n > self._max_scratch:
-            raise ValueError(
-                f"the output dtype {np.dtype(self.out.dtype)} cannot number the {n} pieces "
-                f"of slice {self._index}; use a uint64 output"
-            )
 
-        areas = np.bincount(piece, minlength=n + 1)[1:]
-        rows, cols = np.divmod(idx, self.slice_shape[1])
+        areas = np.bincount(piece, weights=stops - starts, minlength=n + 1)[1:].astype(np.int64)
+        rows = starts // (w + 1)
+        cols = starts - rows * (w + 1)
         boxes = np.empty((n, 4), dtype=np.int64)
         boxes[:, [0, 2]] = np.iinfo(np.int64).max
         boxes[:, [1, 3]] = -1
         np.minimum.at(boxes[:, 0], piece - 1, rows)
         np.maximum.at(boxes[:, 1], piece - 1, rows + 1)
         np.minimum.at(boxes[:, 2], piece - 1, cols)
-        np.maximum.at(boxes[:, 3], piece - 1, cols + 1)
+        np.maximum.at(boxes[:, 3], piece - 1, cols + (stops - starts))
         glob = piece + self._n_pieces
 
-        labels = self._forward_labels(idx, glob, piece_class, areas)
+        labels = self._forward_labels(starts, stops, glob, piece_class, areas)
         self._piece_class.append(piece_class)
         self._piece_area.append(areas)
         self._piece_box.append(boxes)
         self._labels.append(labels)
-        # Scratch ids in the output: per-slice piece numbers, rewritten by finish().
-        target = self._index_of(self._index)
-        if self._sparse_writes:
-            self.out[target][np.unravel_index(idx, self.slice_shape)] = piece
+        # Keep the runs for finish() while they fit the budget; otherwise write the
+        # slice now as per-slice piece numbers, rewritten by finish().
+        small = np.int32 if (h * (w + 1) < 2**31 and n < 2**31) else np.int64
+        kept = (starts.astype(small), stops.astype(small), piece.astype(small))
+        size = sum(a.nbytes for a in kept)
+        if self._run_bytes + size <= self.run_memory:
+            self._runs.append(kept)
+            self._run_bytes += size
         else:
-            dense = self._scratch
-            dense[idx] = piece
-            self.out[target] = dense.reshape(self.slice_shape)
-            dense[idx] = 0
-        self._prev = (idx, glob)
+            if n > self._max_scratch:
+                raise ValueError(
+                    f"the output dtype {np.dtype(self.out.dtype)} cannot number the {n} pieces "
+                    f"of slice {self._index}; use a uint64 output"
+                )
+            self._write_runs(self._index, starts, stops, piece)
+            self._runs.append(None)
+        self._prev = (starts, stops, glob)
         self._n_pieces += n
         self._index += 1
 
@@ -341,7 +425,7 @@ class StackAssembler:
         self._next_label += count
         return labels
 
-    def _forward_labels(self, idx, glob, piece_class, areas):
+    def _forward_labels(self, starts, stops, glob, piece_class, areas):
         """Forward-match this slice's pieces to the previous slice's objects."""
         n = len(piece_class)
         labels = np.full(n, -1, dtype=np.int64)
@@ -355,17 +439,13 @@ class StackAssembler:
         if self._prev is None:
             pairs = None
         else:
-            # Overlaps with the previous slice, through the scratch slice.
-            prev_idx, prev_glob = self._prev
-            self._scratch[prev_idx] = prev_glob
-            key_prev = self._scratch[idx]
-            self._scratch[prev_idx] = 0
-            both = key_prev > 0
-            key_prev = key_prev[both]
-            key_cur = glob[both]
+            # Overlaps with the previous slice: intersections of the runs of each row.
+            prev_starts, prev_stops, prev_glob = self._prev
+            cur, prev, shared = _run_overlaps(starts, stops, prev_starts, prev_stops)
             span = np.int64(first_piece + n + 1)
-            keys, counts = np.unique(key_prev.astype(np.int64) * span + key_cur, return_counts=True)
-            pairs = (keys // span, keys % span, counts)
+            keys, inverse = np.unique(prev_glob[prev] * span + glob[cur], return_inverse=True)
+            counts = np.bincount(inverse.ravel(), weights=shared, minlength=len(keys))
+            pairs = (keys // span, keys % span, counts.astype(np.int64))
         self._pairs.append(pairs)
 
         prev_first = first_piece - (len(self._labels[-1]) if self._labels else 0)
@@ -519,19 +599,26 @@ class StackAssembler:
                 f"id {final.max()} does not fit the output dtype {np.dtype(self.out.dtype)}"
             )
 
-        # Rewrite each slice's scratch piece numbers into final ids (foreground only).
+        # Write each slice's final ids: from its kept runs, or by rewriting the piece
+        # numbers written at push time (foreground only).
         out_dtype = np.dtype(self.out.dtype)
         final_of_piece = final[obj].astype(out_dtype)
         starts = np.cumsum([0] + [len(x) for x in per_slice])
         in_place = isinstance(self.out, np.ndarray)
         for i in range(self.n_slices):
+            lut = np.concatenate([[0], final_of_piece[starts[i] : starts[i + 1]]]).astype(out_dtype)
+            runs = self._runs[i]
+            if runs is not None:
+                run_starts, run_stops, piece = runs
+                if len(piece) or not self._sparse_writes:
+                    self._write_runs(i, run_starts, run_stops, lut[piece])
+                continue
             idx = self._index_of(i)
             # numpy: work on a view; other array-likes: read, rewrite, write back
             scratch = self.out[idx] if in_place else np.array(self.out[idx])
             nz = np.nonzero(scratch)
             if len(nz[0]) == 0:
                 continue
-            lut = np.concatenate([[0], final_of_piece[starts[i] : starts[i + 1]]]).astype(out_dtype)
             scratch[nz] = lut[scratch[nz]]
             if not in_place:
                 self.out[idx] = scratch

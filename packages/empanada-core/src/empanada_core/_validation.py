@@ -62,10 +62,12 @@ def check_finite(array, arg_name):
         raise ValueError(f"`{arg_name}` contains NaN or infinite values")
 
 
-def check_label_image(labels, arg_name="labels", ndim=None):
+def check_label_image(labels, arg_name="labels", ndim=None, check_negative=True):
     """Return ``labels`` as an integer ndarray, or raise a clear error.
 
-    Booleans are refused (they are masks, not labels) and negative ids too.
+    Booleans are refused (they are masks, not labels) and negative ids too
+    (unless ``check_negative`` is off, for callers that check the ids they
+    meet in their own pass over the data).
     """
     labels = np.asarray(labels)
     if ndim is not None:
@@ -79,7 +81,8 @@ def check_label_image(labels, arg_name="labels", ndim=None):
         raise TypeError(
             f"`{arg_name}` must hold integer ids; got dtype {labels.dtype}"
         )
-    if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
+    if (check_negative and np.issubdtype(labels.dtype, np.signedinteger) and labels.size
+            and labels.min() < 0):
         raise ValueError(f"`{arg_name}` contains negative ids (min {labels.min()})")
     return labels
 
