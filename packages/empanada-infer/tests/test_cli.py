@@ -193,3 +193,10 @@ def test_interrupted_zarr_run_is_finished_by_a_rerun(workdir, capsys):
     assert ei.is_complete(done)
     np.testing.assert_array_equal(done[:], zarr.open_group(workdir / "fresh.zarr",
                                                            mode="r")["labels"][:])
+
+
+def test_no_channels_last_gives_the_same_labels(workdir, capsys):
+    assert run(capsys, "segment", "vol.tif", "-o", "cl.tif", *SMALL)[0] == 0
+    assert run(capsys, "segment", "vol.tif", "-o", "plain.tif", "--no-channels-last",
+               *SMALL)[0] == 0
+    np.testing.assert_array_equal(tifffile.imread("cl.tif"), tifffile.imread("plain.tif"))

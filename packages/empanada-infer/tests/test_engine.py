@@ -53,12 +53,17 @@ class TestImage:
 
     @pytest.mark.parametrize("options", [dict(downsampling=2), dict(fine_boundaries=True,
                                          min_distance=7), dict(precision="bf16"),
-                                         dict(batch_size=4), dict(channels_last=True)])
+                                         dict(batch_size=4), dict(channels_last=True),
+                                         dict(channels_last=False)])
     def test_options_find_the_same_objects(self, blob_model, blob_config, options):
         img, truth = discs((100, 130), CENTERS, 10)
         pan = segmenter(blob_model, blob_config, **options).segment_image(img)
         metrics = ec.instance_metrics(truth, pan, iou_thresholds=(0.8,))
         assert metrics[0.8]["f1"] == 1.0
+
+    def test_channels_last_is_the_default_on_cpu(self, blob_model, blob_config):
+        assert segmenter(blob_model, blob_config).channels_last is True
+        assert segmenter(blob_model, blob_config, channels_last=False).channels_last is False
 
     def test_uint16_and_float_images(self, blob_model, blob_config):
         img, truth = discs((64, 64), [(32, 32)], 12, dtype=np.uint16, fg=1000, bg=50000)
