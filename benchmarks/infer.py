@@ -678,12 +678,10 @@ MEDIAN_NOTE = ("the median filter: ours is a true median of the network's slices
                "window that shrinks\n    at the stack ends; the original's is recursive "
                "(filtered slices feed the next windows)\n    and leaves the end slices "
                "unfiltered (docs/compat.md, 'Median filter'); --median-size 1\n    removes it")
-TIE_NOTE = ("exact distance ties between three or more centres: the original gives the pixel "
-            "to the lowest\n    centre index, ours compares only the two nearest (cKDTree, "
-            "k=2) and may pick another of the\n    tied centres. Exact ties need integer "
-            "distances, i.e. zero offsets as the blob model has;\n    found when this "
-            "benchmark was written (stack crop, slice 24: 25 pixels). A bug of\n    "
-            "empanada_core.group_pixels, not a documented difference")
+CHANNELS_LAST_NOTE = ("channels-last network runs (our default on the CPU): the same "
+                      "weights, float sums in\n    another order (outputs within ~1e-6), so "
+                      "pixels on a threshold can flip; --no-channels-last\n    runs the "
+                      "original's contiguous format (docs/compat.md, 'Inference')")
 CONSENSUS_NOTE = ("the ortho-plane consensus, by documented deliberate differences "
                   "(docs/compat.md, 'Ortho-plane\n    consensus'): a chain of linked "
                   "clusters ends as one object where the original left several,\n    a "
@@ -718,9 +716,8 @@ def notes(rows, with_original):
             causes.append(XZ_NOTE)
         if per_axis is not None and r["consensus_only"] > 0:
             causes.append(CONSENSUS_NOTE)
-        if r["model"] == "blob" and (kind == "2d" or r["median"] == 1) and \
-                (per_axis is None or any(v > 0 for v in per_axis.values())):
-            causes.append(TIE_NOTE)
+        if r["model"] != "blob":
+            causes.append(CHANNELS_LAST_NOTE)
         print(f"- {r['case']}, {r['model']}, median {r['median']}: {100 * r['differ']:.3f}% of "
               f"the foreground differs ({100 * r['fg_differ']:.3f}% is foreground in one tool "
               f"only);\n  {r['merged']} of our objects cover two or more of the original's, "

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from ._filters import _axis0_slabs, _scan_objects
+from ._filters import _axis0_slabs, _expand_ranges, _scan_objects
 from ._validation import check_label_image, check_ndim, check_probability, check_same_shape
 
 __all__ = ["ortho_consensus", "semantic_consensus"]
@@ -234,10 +234,8 @@ def _signature_table(views, keep_runs=None):
 def _write_runs(out, starts, lengths, values):
     """``out.flat[start : start + length] = value`` for every run (C-contiguous ``out``)."""
     keep = values != 0
-    starts, lengths, values = starts[keep], lengths[keep], values[keep]
-    run = np.repeat(np.arange(starts.size), lengths)
-    skipped = np.cumsum(lengths) - lengths
-    out.reshape(-1)[starts[run] + np.arange(run.size) - skipped[run]] = values[run]
+    run, voxel = _expand_ranges(starts[keep], lengths[keep])
+    out.reshape(-1)[voxel] = values[keep][run]
 
 
 # ---------------------------------------------------------------------------

@@ -33,6 +33,16 @@ def _axis0_slabs(shape, slab_voxels=None):
         yield slice(start, min(start + step, shape[0]))
 
 
+def _expand_ranges(first, count):
+    """Unroll ranges ``first[i], ..., first[i] + count[i] - 1`` (vectorised).
+
+    Returns the range each element comes from and the element itself.
+    """
+    owner = np.repeat(np.arange(len(count)), count)
+    skipped = np.cumsum(count) - count
+    return owner, first[owner] + np.arange(owner.size) - skipped[owner]
+
+
 @dataclass(frozen=True)
 class ObjectStats:
     """Size and bounding box of every object of a label image.

@@ -35,6 +35,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ._filters import _expand_ranges
 from ._validation import (
     check_label_divisor,
     check_ndim,
@@ -94,16 +95,6 @@ def _positions(values, table):
     return sorter[np.searchsorted(table, values, sorter=sorter)]
 
 
-def _expand(first, count):
-    """Unroll ranges ``first[i], ..., first[i] + count[i] - 1``.
-
-    Returns the range each element comes from and the element itself.
-    """
-    owner = np.repeat(np.arange(len(count)), count)
-    skipped = np.cumsum(count) - count
-    return owner, first[owner] + np.arange(owner.size) - skipped[owner]
-
-
 def _row_runs(image, buffer):
     """Runs of equal non-zero value along the rows of a 2D image.
 
@@ -138,7 +129,7 @@ def _touching_runs(starts, stops, row_stride, n_rows, group):
     above = (block - 1) * key  # the same group's previous row (row -1 never occurs)
     lo = np.searchsorted(block * key + col1, above + col0, side="left")
     hi = np.searchsorted(block * key + col0, above + col1, side="right")
-    below, upper = _expand(lo, np.maximum(hi - lo, 0))
+    below, upper = _expand_ranges(lo, np.maximum(hi - lo, 0))
     return order[below], order[upper]
 
 
@@ -150,7 +141,7 @@ def _run_overlaps(starts, stops, prev_starts, prev_stops):
     """
     lo = np.searchsorted(prev_stops, starts, side="right")
     hi = np.searchsorted(prev_starts, stops, side="left")
-    cur, prev = _expand(lo, np.maximum(hi - lo, 0))
+    cur, prev = _expand_ranges(lo, np.maximum(hi - lo, 0))
     shared = np.minimum(stops[cur], prev_stops[prev]) - np.maximum(starts[cur], prev_starts[prev])
     return cur, prev, shared
 
@@ -321,7 +312,7 @@ class StackAssembler:
         """Write one value per run into slice ``i`` of ``out``."""
         h, w = self.slice_shape
         out_dtype = np.dtype(self.out.dtype)
-        run, pixel = _expand(starts - starts // (w + 1), stops - starts)  # unpadded positions
+        run, pixel = _expand_ranges(starts - starts // (w + 1), stops - starts)  # unpadded positions
         values = run_values.astype(out_dtype, copy=False)[run]
         target = self._index_of(i)
         if self._sparse_writes:
