@@ -330,3 +330,24 @@ class TestBackgroundForward:
         inline = seg.segment_stack(vol)
         monkeypatch.setattr(engine, "_forward_in_background", lambda device: True)
         np.testing.assert_array_equal(seg.segment_stack(vol), inline)
+
+
+def test_precision_auto_is_bf16_on_cuda_with_bf16_only(monkeypatch):
+    import torch
+
+    from empanada_infer._engine import _resolve_precision
+
+    assert _resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert _resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert _resolve_precision("fp32", torch.device("cuda")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert _resolve_precision("auto", torch.device("cuda")) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert _resolve_precision("auto", torch.device("cuda")) == "fp32"
+
+
+def test_default_precision_on_cpu_is_fp32(blob_model, blob_config):
+    assert ei.SegmentationParams().precision == "auto"
+    assert segmenter(blob_model, blob_config).precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        ei.SegmentationParams(precision="fp16")

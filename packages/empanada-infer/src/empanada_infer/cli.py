@@ -104,7 +104,9 @@ def register_segment(subparsers):
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--gpus", type=_positive_int, default=1,
                    help="number of GPUs (one process each)")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="network precision: auto = bf16 autocast on CUDA GPUs that support "
+                   "it, fp32 elsewhere (default)")
     g.add_argument("--batch-size", type=_positive_int, default=1, help="slices per forward")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="run the network in the contiguous memory format (the original's) "
