@@ -351,3 +351,53 @@ def test_default_precision_on_cpu_is_fp32(blob_model, blob_config):
     assert segmenter(blob_model, blob_config).precision == "fp32"
     with pytest.raises(ValueError, match="precision"):
         ei.SegmentationParams(precision="fp16")
+
+
+# -- several single-threaded forwards at once on the CPU ------------------------------------
+def test_cpu_workers_rule(monkeypatch):
+    from empanada_infer._engine import _cpu_workers
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    assert _cpu_workers(None, cpu, (64, 256)) == 8  # small slices: capped at 8
+    assert _cpu_workers(None, cpu, (768, 1024)) == 1  # large: one forward on all threads
+    assert _cpu_workers(3, cpu, (768, 1024)) == 3
+    assert _cpu_workers(None, cuda, (64, 256)) == _cpu_workers(4, cuda, (64, 256)) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert _cpu_workers(None, cpu, (64, 256)) == 1
+    with pytest.raises(ValueError, match="cpu_workers"):
+        ei.SegmentationParams(cpu_workers=0)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_cpu_workers_give_the_same_labels(blob_model, blob_config, workers):
+    vol, _ = moving_discs()
+    threads = torch.get_num_threads()
+    ref = segmenter(blob_model, blob_config, cpu_workers=1, batch_size=2).segment_stack(vol)
+    out = segmenter(blob_model, blob_config, cpu_workers=workers, batch_size=2).segment_stack(vol)
+    np.testing.assert_array_equal(out, ref)
+    assert torch.get_num_threads() == threads  # restored after the run
+
+
+def test_cpu_workers_errors_and_cancel_restore_threads(blob_model, blob_config, monkeypatch):
+    vol, _ = moving_discs()
+    threads = torch.get_num_threads()
+    seg = segmenter(blob_model, blob_config, cpu_workers=2)
+    forward, calls = seg.forward, []
+
+    def failing(images):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("network failed")
+        return forward(images)
+
+    monkeypatch.setattr(seg, "forward", failing)
+    with pytest.raises(RuntimeError, match="network failed"):
+        seg.segment_stack(vol)
+    assert torch.get_num_threads() == threads
+    monkeypatch.setattr(seg, "forward", forward)
+    seen = []
+    with pytest.raises(ei.InferenceCancelled):
+        seg.segment_stack(vol, should_stop=lambda: len(seen) > 3,
+                          progress=lambda i, n: seen.append(i))
+    assert torch.get_num_threads() == threads
