@@ -371,7 +371,7 @@ def test_cpu_workers_rule(monkeypatch):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_cpu_workers_give_the_same_labels(blob_model, blob_config, workers):
-    vol, _ = moving_discs()
+    vol, _ = moving_discs(n_slices=40)  # long enough for the probe
     threads = torch.get_num_threads()
     ref = segmenter(blob_model, blob_config, cpu_workers=1, batch_size=2).segment_stack(vol)
     out = segmenter(blob_model, blob_config, cpu_workers=workers, batch_size=2).segment_stack(vol)
@@ -380,14 +380,14 @@ def test_cpu_workers_give_the_same_labels(blob_model, blob_config, workers):
 
 
 def test_cpu_workers_errors_and_cancel_restore_threads(blob_model, blob_config, monkeypatch):
-    vol, _ = moving_discs()
+    vol, _ = moving_discs(n_slices=40)
     threads = torch.get_num_threads()
     seg = segmenter(blob_model, blob_config, cpu_workers=2)
     forward, calls = seg.forward, []
 
     def failing(images):
         calls.append(1)
-        if len(calls) == 4:
+        if len(calls) == 16:  # on a worker thread, after the probe switched to them
             raise RuntimeError("network failed")
         return forward(images)
 
@@ -398,6 +398,54 @@ def test_cpu_workers_errors_and_cancel_restore_threads(blob_model, blob_config, 
     monkeypatch.setattr(seg, "forward", forward)
     seen = []
     with pytest.raises(ei.InferenceCancelled):
-        seg.segment_stack(vol, should_stop=lambda: len(seen) > 3,
+        seg.segment_stack(vol, should_stop=lambda: len(seen) > 15,
                           progress=lambda i, n: seen.append(i))
+    assert torch.get_num_threads() == threads
+
+
+class _Calls:
+    """A stand-in forward: sleeps, and records how many calls overlap."""
+
+    def __init__(self, seconds, serial_penalty):
+        self.seconds, self.serial_penalty = seconds, serial_penalty
+        self.active, self.overlapped, self.lock = 0, [], threading.Lock()
+
+    def __call__(self, x):
+        with self.lock:
+            self.active += 1
+            overlap = self.active > 1
+        import time
+
+        # when serial_penalty is set, overlapping calls are much slower (a shared resource)
+        time.sleep(self.seconds * (4 if overlap and self.serial_penalty else 1))
+        with self.lock:
+            self.active -= 1
+        self.overlapped.append((x, overlap))
+        return x * 10
+
+
+@pytest.mark.parametrize("serial_penalty", [False, True])
+def test_parallel_if_faster_picks_the_faster_way_and_keeps_order(serial_penalty):
+    from empanada_infer._engine import _parallel_if_faster
+
+    threads = torch.get_num_threads()
+    fn = _Calls(0.01, serial_penalty)
+    items = list(range(40))
+    assert list(_parallel_if_faster(fn, items, workers=2, probe=6)) == [10 * x for x in items]
+    late = [overlap for x, overlap in fn.overlapped if x >= 20]
+    assert any(late) != serial_penalty  # threads kept only when they were faster
+    assert not any(overlap for x, overlap in fn.overlapped if x < 6)  # the sequential probe
+    assert torch.get_num_threads() == threads
+
+
+def test_parallel_if_faster_short_runs_and_early_close():
+    from empanada_infer._engine import _parallel_if_faster
+
+    threads = torch.get_num_threads()
+    fn = _Calls(0.001, False)
+    assert list(_parallel_if_faster(fn, range(5), workers=2)) == [0, 10, 20, 30, 40]
+    assert not any(overlap for _, overlap in fn.overlapped)  # too short to probe
+    gen = _parallel_if_faster(fn, range(100), workers=2, probe=3)
+    assert [next(gen) for _ in range(5)] == [0, 10, 20, 30, 40]  # inside the threaded probe
+    gen.close()
     assert torch.get_num_threads() == threads

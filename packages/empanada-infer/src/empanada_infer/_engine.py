@@ -18,6 +18,7 @@ import itertools
 import math
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -108,11 +109,12 @@ class SegmentationParams:
     cpu_workers : int or None
         Stack and ortho inference on the CPU: run this many slices (batches)
         through the network at once, each forward on one torch thread, instead
-        of one forward on all threads. Small slices use many threads poorly
-        (1.35x end to end for a 64 x 256² ortho run on 2 cores, same labels);
-        large ones gain nothing. None (default): the number of torch threads
-        (at most 8) for slices of at most 2**17 pixels, else 1. While such a
-        run goes on, torch's thread count is 1 for the whole process.
+        of one forward on all threads, when a probe of the first slices finds
+        it faster. Small slices can use many threads poorly (MitoLite_v1: 1.35x
+        end to end for a 64 x 256² ortho run on 2 cores, same labels); large
+        ones gain nothing. None (default): the number of torch threads (at most
+        8) for slices of at most 2**17 pixels, else 1. While the threads run,
+        torch's thread count is 1 for the whole process.
     """
 
     downsampling: int = 1
@@ -402,7 +404,7 @@ class Segmenter:
         if _forward_in_background(self.device):
             batches = _background(map(forward_batch, starts))
         elif workers > 1:
-            batches = _parallel_in_order(forward_batch, starts, workers)
+            batches = _parallel_if_faster(forward_batch, starts, workers)
         else:
             batches = map(forward_batch, starts)
         median = ec.MedianFilter(self.params.median_size)
@@ -613,6 +615,38 @@ def _parallel_in_order(fn, items, workers):
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
+
+
+def _parallel_if_faster(fn, items, workers, probe=6):
+    """``map(fn, items)`` in order, on ``workers`` threads if that proves faster.
+
+    Whether several single-threaded forwards beat one multi-threaded forward
+    depends on the network and the machine (1.2-1.6x for MitoLite_v1 on small
+    slices on 2 cores, 0.75-0.9x for a ResNet-18 net with other weights), so
+    the first ``probe`` items run one after the other and the next ``probe``
+    on the threads, each timed from one request of the consumer to the next
+    (its own work included); the faster way does the rest. Results are the
+    same either way; a switch back recomputes at most ``workers + 1`` items.
+    """
+    items = list(items)
+    if workers <= 1 or len(items) < 4 * probe:
+        yield from map(fn, items)
+        return
+    t0 = time.perf_counter()
+    for item in items[:probe]:
+        yield fn(item)
+    sequential = time.perf_counter() - t0
+    parallel_items = _parallel_in_order(fn, items[probe:], workers)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(probe):
+            yield next(parallel_items)
+        if time.perf_counter() - t0 < 0.9 * sequential:
+            yield from parallel_items
+            return
+    finally:
+        parallel_items.close()
+    yield from map(fn, items[2 * probe:])
 
 
 def _background(iterable, depth=2):
