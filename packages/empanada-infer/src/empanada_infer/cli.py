@@ -106,11 +106,12 @@ def register_segment(subparsers):
                    help="number of GPUs (one process each)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="network precision: auto = bf16 autocast on CUDA GPUs that support "
-                   "it, fp32 elsewhere (default)")
+                   "it, fp32 elsewhere")
     g.add_argument("--batch-size", type=_positive_int, default=1, help="slices per forward")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="run the network in the contiguous memory format (the original's) "
-                   "instead of channels-last, which is faster on CPUs and GPUs")
+                   "instead of channels-last, which is faster on CPUs and GPUs; channels-last "
+                   "unless given: %(default)s")
     g.add_argument("--normalize", choices=("auto", "percentile", "dtype"), default="auto",
                    help="auto: divide uint8 by 255 as the original, percentile-rescale others")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
