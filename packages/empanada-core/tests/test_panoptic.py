@@ -105,6 +105,41 @@ class TestCenters:
         hmp[2, 2] = hmp[2, 3] = 0.8
         assert ec.find_instance_centers(hmp).tolist() == [[2, 2], [2, 3]]
 
+    def test_plateau_one_keeps_its_first_pixel(self):
+        hmp = np.zeros((8, 8), np.float32)
+        hmp[2, 2] = hmp[2, 3] = hmp[3, 3] = 0.8  # one flat maximum of three pixels
+        hmp[6, 6] = 0.5
+        assert ec.find_instance_centers(hmp, plateaus="one").tolist() == [[2, 2], [6, 6]]
+
+    def test_plateau_option_is_checked(self):
+        with pytest.raises(ValueError, match="plateaus"):
+            ec.find_instance_centers(np.zeros((4, 4)), plateaus="first")
+
+    @settings(max_examples=60, deadline=None)
+    @given(seed=st.integers(0, 2**31 - 1), kernel=st.sampled_from([1, 3, 5]),
+           levels=st.integers(2, 12))
+    def test_plateau_one_is_a_subset_without_neighbouring_centres(self, seed, kernel, levels):
+        # coarse levels make many exact ties, as in bf16 heatmaps
+        rng = np.random.default_rng(seed)
+        hmp = (rng.integers(0, levels, (17, 23)) / levels).astype(np.float32)
+        every = {tuple(c) for c in ec.find_instance_centers(hmp, nms_kernel=kernel).tolist()}
+        one = ec.find_instance_centers(hmp, nms_kernel=kernel, plateaus="one")
+        assert {tuple(c) for c in one.tolist()} <= every
+        if len(one) > 1:
+            gap = np.abs(one[:, None, :] - one[None, :, :]).max(-1)
+            np.fill_diagonal(gap, kernel)
+            assert gap.min() > kernel // 2  # no two kept centres share a window
+        if torch is None:
+            return  # core alone: the torch implementation is not installed
+        theirs = pt.find_instance_centers(torch.from_numpy(hmp), nms_kernel=kernel,
+                                          plateaus="one")
+        np.testing.assert_array_equal(one, theirs.numpy())
+
+    def test_plateau_one_changes_nothing_without_ties(self):
+        hmp = np.random.default_rng(3).random((40, 40)).astype(np.float32)
+        np.testing.assert_array_equal(ec.find_instance_centers(hmp, plateaus="one"),
+                                      ec.find_instance_centers(hmp))
+
     def test_kernel_suppresses_neighbours(self):
         hmp = np.zeros((9, 9), np.float32)
         hmp[4, 4], hmp[4, 6] = 1.0, 0.9

@@ -152,12 +152,14 @@ def harden_semantic(sem, *, confidence_thr=0.5):
     return np.argmax(sem, axis=0).astype(dtype)
 
 
-def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None):
+def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None,
+                          plateaus="all"):
     """Find object centres in a heatmap by max-pool non-maximum suppression.
 
     A pixel is a centre when its value is ``> threshold`` and equal to the
     maximum of its ``nms_kernel`` x ``nms_kernel`` neighbourhood. Equal
-    neighbouring maxima (plateaus) all count, as in the original.
+    neighbouring maxima (plateaus) all count, as in the original, unless
+    ``plateaus='one'``.
 
     Parameters
     ----------
@@ -171,6 +173,13 @@ def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None):
         input pixels.
     top_k : int, optional
         Keep only the ``top_k`` strongest centres (the original has no cap).
+    plateaus : {'all', 'one'}, optional
+        'all' (default, the original's rule): every pixel of a flat maximum is
+        a centre, so two adjacent equal maxima split one object in two. 'one':
+        a maximum is dropped when an earlier one (row-major) lies in its
+        window, which leaves one centre per plateau. Exact ties are rare in
+        float32 heatmaps but common in bf16 ones (8-bit mantissa), so bf16
+        inference uses 'one'.
 
     Returns
     -------
@@ -186,6 +195,8 @@ def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None):
     nms_kernel = check_positive_int(nms_kernel, "nms_kernel")
     if top_k is not None:
         top_k = check_positive_int(top_k, "top_k")
+    if plateaus not in ("all", "one"):
+        raise ValueError(f"`plateaus` must be 'all' or 'one'; got {plateaus!r}")
     if is_torch_tensor(ctr_hmp):
         return _tensor_call(find_instance_centers, locals())
     ctr_hmp = np.asarray(ctr_hmp, dtype=np.float32)
@@ -195,6 +206,12 @@ def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None):
     # scipy centres an even window like max_pool2d(padding=k//2) cropped by one.
     pooled = ndimage.maximum_filter(candidates, size=nms_kernel, mode="constant", cval=-np.inf)
     is_center = (candidates == pooled) & (candidates > 0)
+    if plateaus == "one" and is_center.any():
+        # the row-major index of the first centre in each pixel's window
+        none = is_center.size  # past every index (scipy mangles int64's max as cval)
+        order = np.where(is_center, np.arange(is_center.size).reshape(is_center.shape), none)
+        first = ndimage.minimum_filter(order, size=nms_kernel, mode="constant", cval=none)
+        is_center &= first == order
     centers = np.argwhere(is_center)
     if top_k is not None and len(centers) > top_k:
         scores = ctr_hmp[centers[:, 0], centers[:, 1]]
@@ -525,6 +542,7 @@ def panoptic_postprocess(
     force_connected=True,
     out_shape=None,
     on_overflow="raise",
+    center_plateaus="all",
 ):
     """Panoptic segmentation of one image from Panoptic-DeepLab outputs.
 
@@ -566,6 +584,9 @@ def panoptic_postprocess(
         Crop the result to this shape (the un-padded image size).
     on_overflow : {'raise', 'drop'}, optional
         See :func:`merge_semantic_and_instance`.
+    center_plateaus : {'all', 'one'}, optional
+        Centres on flat maxima: see ``plateaus`` of
+        :func:`find_instance_centers` ('one' for bf16 network outputs).
 
     Returns
     -------
@@ -607,7 +628,8 @@ def panoptic_postprocess(
     thing_mask = np.isin(classes, np.asarray(things, dtype=np.int64))
     if things and thing_mask.any():
         centers = find_instance_centers(
-            ctr_hmp, threshold=center_thr, nms_kernel=nms_kernel, top_k=top_k
+            ctr_hmp, threshold=center_thr, nms_kernel=nms_kernel, top_k=top_k,
+            plateaus=center_plateaus,
         )
         h, w = ctr_hmp.shape
         # Group only grid cells under which some thing pixel lies.

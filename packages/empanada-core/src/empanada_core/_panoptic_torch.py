@@ -38,7 +38,8 @@ def harden_semantic(sem, *, confidence_thr=0.5):
     return sem.argmax(dim=0)
 
 
-def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None):
+def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None,
+                          plateaus="all"):
     check_ndim(ctr_hmp, 2, "ctr_hmp")
     check_finite(ctr_hmp, "ctr_hmp")
     hmp = ctr_hmp.float()
@@ -46,6 +47,14 @@ def find_instance_centers(ctr_hmp, *, threshold=0.1, nms_kernel=3, top_k=None):
     pooled = F.max_pool2d(candidates[None, None], nms_kernel, stride=1, padding=nms_kernel // 2)
     pooled = pooled[0, 0, : hmp.shape[0], : hmp.shape[1]]
     is_center = (candidates == pooled) & (candidates > 0)
+    if plateaus == "one":
+        h, w = is_center.shape
+        # float indices, exact below 2**24 in float32 (max_pool2d has no integer kernel)
+        dtype = torch.float32 if h * w <= 1 << 24 else torch.float64
+        order = torch.arange(h * w, device=hmp.device, dtype=dtype).reshape(h, w)
+        neg = torch.where(is_center, -order, torch.full_like(order, -float("inf")))
+        first = -F.max_pool2d(neg[None, None], nms_kernel, stride=1, padding=nms_kernel // 2)
+        is_center &= first[0, 0, :h, :w] == order
     centers = torch.nonzero(is_center)
     if top_k is not None and centers.shape[0] > top_k:
         scores = hmp[centers[:, 0], centers[:, 1]]
@@ -240,6 +249,7 @@ def panoptic_postprocess(
     sem, ctr_hmp, offsets, *, thing_list=(1,), label_divisor=1000, confidence_thr=0.5,
     center_thr=0.1, nms_kernel=3, center_stride=4, stuff_area=64, top_k=None,
     semantic_only=False, force_connected=True, out_shape=None, on_overflow="raise",
+    center_plateaus="all",
 ):
     from ._panoptic import _grid_factor
 
@@ -263,7 +273,8 @@ def panoptic_postprocess(
         thing_mask = torch.zeros_like(classes, dtype=torch.bool)
     if things and bool(thing_mask.any()):
         centers = find_instance_centers(
-            ctr_hmp, threshold=center_thr, nms_kernel=nms_kernel, top_k=top_k
+            ctr_hmp, threshold=center_thr, nms_kernel=nms_kernel, top_k=top_k,
+            plateaus=center_plateaus
         )
         h, w = ctr_hmp.shape
         grid_mask = thing_mask.reshape(h, factor, w, factor).any(dim=3).any(dim=1)
