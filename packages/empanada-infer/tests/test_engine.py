@@ -332,13 +332,18 @@ class TestBackgroundForward:
         np.testing.assert_array_equal(seg.segment_stack(vol), inline)
 
 
-def test_precision_auto_is_bf16_on_cuda_with_bf16_only(monkeypatch):
+def test_precision_auto_is_bf16_on_cuda_with_bf16_and_on_amx_cpus(monkeypatch):
     import torch
 
+    import empanada_infer._engine as engine
     from empanada_infer._engine import _resolve_precision
 
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: False)
     assert _resolve_precision("auto", torch.device("cpu")) == "fp32"
     assert _resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
+    assert _resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert _resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert _resolve_precision("fp32", torch.device("cuda")) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert _resolve_precision("auto", torch.device("cuda")) == "bf16"
@@ -346,9 +351,25 @@ def test_precision_auto_is_bf16_on_cuda_with_bf16_only(monkeypatch):
     assert _resolve_precision("auto", torch.device("cuda")) == "fp32"
 
 
-def test_default_precision_on_cpu_is_fp32(blob_model, blob_config):
+def test_cpu_bf16_matrix_units_flag_is_read_from_cpuinfo():
+    from empanada_infer._engine import cpu_has_bf16_matrix_units
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    assert cpu_has_bf16_matrix_units() is ("amx_bf16" in flags)
+
+
+def test_default_precision_on_cpu_follows_the_cpu(monkeypatch, blob_model, blob_config):
+    import empanada_infer._engine as engine
+
     assert ei.SegmentationParams().precision == "auto"
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: False)
     assert segmenter(blob_model, blob_config).precision == "fp32"
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
+    assert segmenter(blob_model, blob_config).precision == "bf16"
     with pytest.raises(ValueError, match="precision"):
         ei.SegmentationParams(precision="fp16")
 
@@ -449,3 +470,84 @@ def test_parallel_if_faster_short_runs_and_early_close():
     assert [next(gen) for _ in range(5)] == [0, 10, 20, 30, 40]  # inside the threaded probe
     gen.close()
     assert torch.get_num_threads() == threads
+
+
+# -- bf16 on the CPU: weights converted, or autocast when the model cannot ---------------
+@pytest.fixture(scope="module")
+def tiny_pdl_pr(tmp_path_factory):
+    """A small real PDL-PR network, TorchScript, with a registry-style config."""
+    folder = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    net = em.panoptic_deeplab_pr(encoder="regnety_200mf", decoder_channels=32,
+                                 subdivision_num_points=256).eval()
+    em.export_torchscript(net, folder / "tiny.pth")
+    config = em.ModelConfig.from_dict(
+        {"model": str(folder / "tiny.pth"), "norms": {"mean": 0.5, "std": 0.25},
+         "padding_factor": 16, "thing_list": [1], "labels": [1], "class_names": {1: "mito"}},
+        name="tiny")
+    return folder / "tiny.pth", config
+
+
+def test_cpu_bf16_converts_the_weights_and_keeps_float32_outputs(tiny_pdl_pr):
+    path, config = tiny_pdl_pr
+    fp32 = segmenter(torch.jit.load(str(path)), config, precision="fp32")
+    bf16 = segmenter(torch.jit.load(str(path)), config, precision="bf16")
+    assert not fp32._bf16_weights
+    assert bf16._bf16_weights
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    image = np.random.default_rng(0).random((48, 64)).astype(np.float32)
+    p32, c32, o32 = fp32.forward([image])
+    p16, c16, o16 = bf16.forward([image])
+    for a, b in ((p32, p16), (c32, c16), (o32, o16)):
+        assert b.dtype == torch.float32
+        assert a.shape == b.shape
+    assert float((p32 - p16).abs().max()) < 0.05  # bf16 rounding, not a different network
+    assert bf16.segment_image((image * 255).astype(np.uint8)).shape == (48, 64)
+
+
+class _Fp32Only(torch.nn.Module):
+    """Runs in fp32 and under autocast, fails with bf16 weights (fp32 constant)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor, render_steps: int = 2, interpolate_ins: bool = True):
+        fixed = torch.ones((x.shape[-1], x.shape[-1]), dtype=torch.float32)
+        y = torch.matmul(x, fixed) * self.scale
+        h, w = x.shape[-2] // 4, x.shape[-1] // 4
+        return {"sem_logits": y, "ctr_hmp": torch.zeros((x.shape[0], 1, h, w)),
+                "offsets": torch.zeros((x.shape[0], 2, h, w))}
+
+
+def test_cpu_bf16_falls_back_to_autocast_and_fp32_weights(blob_config):
+    seg = segmenter(torch.jit.script(_Fp32Only()), blob_config, precision="bf16")
+    assert seg.precision == "bf16"
+    assert not seg._bf16_weights
+    assert {p.dtype for p in seg.model.parameters()} == {torch.float32}
+    prob, _, _ = seg.forward([np.zeros((32, 32), np.float32)])
+    assert prob.dtype == torch.float32
+
+
+def test_cpu_bf16_leaves_models_without_float_weights_alone(blob_model, blob_config):
+    seg = segmenter(blob_model, blob_config, precision="bf16")
+    assert not seg._bf16_weights
+    img, truth = discs((120, 120), CENTERS, 14)
+    assert_same_partition(seg.segment_image(img) > 0, truth > 0)
+
+
+def test_bf16_runs_keep_one_centre_per_plateau(monkeypatch, blob_model, blob_config):
+    calls = []
+    real = ec.panoptic_postprocess
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("center_plateaus"))
+        return real(*args, **kwargs)
+
+    import empanada_infer._engine as engine
+
+    monkeypatch.setattr(engine.ec, "panoptic_postprocess", spy)
+    img, _ = discs((64, 64), CENTERS[:1], 10)
+    segmenter(blob_model, blob_config, precision="fp32").segment_image(img)
+    segmenter(blob_model, blob_config, precision="bf16").segment_image(img)
+    assert calls == ["all", "one"]

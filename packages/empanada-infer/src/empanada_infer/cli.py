@@ -105,8 +105,9 @@ def register_segment(subparsers):
     g.add_argument("--gpus", type=_positive_int, default=1,
                    help="number of GPUs (one process each)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="network precision: auto = bf16 autocast on CUDA GPUs that support "
-                   "it, fp32 elsewhere")
+                   help="network precision: auto = bf16 on CUDA GPUs that support it and on "
+                   "CPUs with bf16 matrix units (Intel AMX), fp32 elsewhere; fp32 = the "
+                   "original's precision")
     g.add_argument("--batch-size", type=_positive_int, default=1, help="slices per forward")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="run the network in the contiguous memory format (the original's) "
