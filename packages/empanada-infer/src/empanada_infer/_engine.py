@@ -93,8 +93,8 @@ class SegmentationParams:
         format), or autocast if the model cannot run so. 'fp32': full
         precision, the original's. 'auto' (default): bf16 on CUDA devices
         that support it and on CPUs with bf16 matrix units (Intel AMX: 1.4-3.2x
-        faster forwards for MitoLite_v1, validation scores within 0.00x, see
-        docs/compat.md), fp32 elsewhere.
+        faster forwards for MitoLite_v1, validation F1 within 0.0022 of fp32,
+        see docs/compat.md), fp32 elsewhere.
     normalize : {'auto', 'percentile', 'dtype'}
         Intensity normalisation (see :func:`empanada_infer.normalize`).
     tile_size : int
