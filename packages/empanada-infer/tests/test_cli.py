@@ -63,11 +63,24 @@ def test_2d_image_is_2d(workdir, capsys):
     assert tifffile.imread(workdir / "img_out.tif").shape == (80, 100)
 
 
-def test_zarr_output_resumes_and_skips_when_complete(workdir, capsys):
+def test_zarr_output_resumes_and_skips_when_complete(workdir, capsys, monkeypatch):
     assert run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL)[0] == 0
-    code, _, err = run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL)
+    import empanada_infer._engine as engine
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a complete output must not load the model")
+
+    monkeypatch.setattr(engine.Segmenter, "from_registry", no_model)
+    code, out, err = run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL)
     assert code == 0
-    assert "already complete" in err
+    # one line, not a "segmented ..." summary as well
+    assert out.strip().splitlines() == [
+        "out.zarr is already complete (2 blob); nothing to do, pass --overwrite to run again"
+    ]
+    code, out, _ = run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL, "--json")
+    summary = json.loads(out)
+    assert summary["already_complete"] is True
+    assert summary["objects"] == {"blob": 2}
     # different parameters on the same store: refused, asks for --overwrite
     code, _, err = run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL,
                        "--min-distance", "5")

@@ -231,6 +231,40 @@ def test_ortho_merge_thing_and_stuff_classes(tmp_path, to_zarr):
     assert not merged[~(ball | slab)].any()
 
 
+class _ChunkedRecorder:
+    """A chunked array stand-in that records every write (as zarr, by index tuples)."""
+
+    def __init__(self, shape, chunks):
+        self.data = np.zeros(shape, np.uint32)
+        self.shape, self.chunks, self.writes = shape, chunks, []
+
+    def __getitem__(self, index):
+        return self.data[index]
+
+    def __setitem__(self, index, value):
+        self.writes.append(index)
+        self.data[index] = value
+
+
+def test_ortho_merge_writes_each_chunk_of_a_chunked_output_once():
+    ball, slab = _ball_views()
+    params = ei.SegmentationParams(min_size=0, min_extent=0)
+    div = params.label_divisor
+    stacks = {name: ((ball * (div + 1)) + slab * (2 * div)).astype(np.uint32)
+              for name in ("xy", "xz", "yz")}
+    chunks = (8, 10, 24)
+    out = _ChunkedRecorder(ball.shape, chunks)
+    ei.ortho_merge(stacks, params, _Classes([1], [1]), out=out)
+    starts = [tuple(s.start for s in w) for w in out.writes]
+    assert len(starts) == len(set(starts))  # no chunk rewritten
+    for w in out.writes:
+        for s, c, n in zip(w, chunks, ball.shape):
+            assert s.start % c == 0
+            assert s.stop == min(n, s.start + c)
+    expected = ei.ortho_merge(stacks, params, _Classes([1], [1]))
+    np.testing.assert_array_equal(out.data, expected)
+
+
 def test_ortho_merge_single_class_equals_core_consensus():
     ball, slab = _ball_views()
     params = ei.SegmentationParams(min_size=0, min_extent=0)
@@ -551,3 +585,36 @@ def test_bf16_runs_keep_one_centre_per_plateau(monkeypatch, blob_model, blob_con
     segmenter(blob_model, blob_config, precision="fp32").segment_image(img)
     segmenter(blob_model, blob_config, precision="bf16").segment_image(img)
     assert calls == ["all", "one"]
+
+
+def test_auto_precision_on_amx_cpus_keeps_small_slice_stacks_in_fp32(monkeypatch, tiny_pdl_pr):
+    import empanada_infer._engine as engine
+
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
+    path, config = tiny_pdl_pr
+    seg = segmenter(torch.jit.load(str(path)), config, min_size=0, min_extent=0)
+    assert seg.precision == "bf16"
+    assert seg.network_precision == "fp32"  # nothing converted before a forward
+    vol = (np.random.default_rng(0).random((4, 32, 48)) * 255).astype(np.uint8)
+    reference = segmenter(torch.jit.load(str(path)), config, precision="fp32", min_size=0,
+                          min_extent=0)
+    # small slices: parallel single-threaded forwards, in fp32 (same labels as fp32)
+    np.testing.assert_array_equal(seg.segment_orthoplanes(vol), reference.segment_orthoplanes(vol))
+    assert seg.network_precision == "fp32"
+    assert {p.dtype for p in seg.model.parameters()} == {torch.float32}
+    # a 2D image (or a stack of large slices) switches it to bf16 for good
+    seg.segment_image(vol[0])
+    assert seg.network_precision == "bf16"
+    assert {p.dtype for p in seg.model.parameters()} == {torch.bfloat16}
+    seg.segment_stack(vol)
+    assert seg.network_precision == "bf16"
+
+
+def test_orthoplanes_return_the_stacks_in_plane_order(blob_model, blob_config):
+    vol = np.full((6, 40, 30), 200, np.uint8)
+    vol[:, 10:30, 8:22] = 40
+    cons, stacks = segmenter(blob_model, blob_config, min_size=0, min_extent=0) \
+        .segment_orthoplanes(vol, return_stacks=True)
+    assert list(stacks) == ["xy", "xz", "yz"]
+    assert all(v.shape == vol.shape for v in stacks.values())
+    assert cons.shape == vol.shape

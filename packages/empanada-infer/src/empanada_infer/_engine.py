@@ -94,7 +94,12 @@ class SegmentationParams:
         precision, the original's. 'auto' (default): bf16 on CUDA devices
         that support it and on CPUs with bf16 matrix units (Intel AMX: 1.4-3.2x
         faster forwards for MitoLite_v1, validation F1 within 0.0022 of fp32,
-        see docs/compat.md), fp32 elsewhere.
+        see docs/compat.md), fp32 elsewhere. On the CPU 'auto' converts the
+        weights at the first forward that is not part of a stack of small
+        slices: those run faster as several single-threaded fp32 forwards
+        (``cpu_workers``) than in bf16, where one thread gains nothing. Once
+        converted, a Segmenter stays bf16 (:attr:`Segmenter.network_precision`
+        says which is in use).
     normalize : {'auto', 'percentile', 'dtype'}
         Intensity normalisation (see :func:`empanada_infer.normalize`).
     tile_size : int
@@ -240,6 +245,22 @@ def _to_bf16_weights(model, config):
     return True
 
 
+def resolve_model_config(name_or_config=None):
+    """The :class:`empanada_models.ModelConfig` for a registry name, a YAML path or a config.
+
+    ``None`` gives the registry's default model. Nothing is downloaded or loaded.
+    """
+    import empanada_models as em
+
+    if name_or_config is None:
+        name_or_config = em.get_default_model()
+    if isinstance(name_or_config, em.ModelConfig):
+        return name_or_config
+    if isinstance(name_or_config, str) and not name_or_config.endswith((".yaml", ".yml")):
+        return em.get_model_config(name_or_config)
+    return em.ModelConfig.from_yaml(name_or_config)
+
+
 class Segmenter:
     """A model ready to segment images, with its config and run settings.
 
@@ -274,11 +295,14 @@ class Segmenter:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = _resolve_precision(self.params.precision, self.device)
-        # On the CPU, bf16 weights beat autocast (which re-casts every weight at
-        # every forward): 1.2-1.4x more for MitoLite_v1. Models that cannot run
-        # in bf16 (int8, fp32-only ops) fall back to autocast.
-        self._bf16_weights = (self.precision == "bf16" and self.device.type == "cpu"
-                              and _to_bf16_weights(self.model, self.config))
+        cpu_bf16 = self.precision == "bf16" and self.device.type == "cpu"
+        self._bf16_weights = False
+        # 'auto' on the CPU: fp32 until a forward that gains from bf16 (see
+        # _commit_bf16); an explicit 'bf16' converts now
+        self._bf16_pending = cpu_bf16 and self.params.precision == "auto"
+        self._hold_fp32 = False
+        if cpu_bf16 and not self._bf16_pending:
+            self._commit_bf16()
         self.thing_list = () if self.params.semantic_only else tuple(config.thing_list)
 
     @classmethod
@@ -287,15 +311,27 @@ class Segmenter:
         """Load a registered model (the registry default when ``None``)."""
         import empanada_models as em
 
-        if name_or_config is None:
-            name_or_config = em.get_default_model()
-        config = em.get_model_config(name_or_config) if isinstance(name_or_config, str) and \
-            not str(name_or_config).endswith((".yaml", ".yml")) else name_or_config
-        if not isinstance(config, em.ModelConfig):
-            config = em.ModelConfig.from_yaml(config)
+        config = resolve_model_config(name_or_config)
         dev = _resolve_device(device)
         model = em.load_model(config, device=dev, quantized=quantized, progress=progress)
         return cls(model, config, params, device=dev)
+
+    @property
+    def network_precision(self):
+        """The precision the network runs in now: 'fp32' or 'bf16'."""
+        if self.precision != "bf16" or self._bf16_pending:
+            return "fp32"
+        return "bf16"
+
+    def _commit_bf16(self):
+        """Switch a CPU model to bf16 for good.
+
+        bf16 weights beat autocast on the CPU (which re-casts every weight at
+        every forward): 1.2-1.4x more for MitoLite_v1. Models that cannot run
+        with bf16 weights (int8, fp32-only ops) run under autocast instead.
+        """
+        self._bf16_pending = False
+        self._bf16_weights = _to_bf16_weights(self.model, self.config)
 
     # -- one batch through the network ---------------------------------------------------
     def _prepare(self, images):
@@ -325,12 +361,15 @@ class Segmenter:
         ``H' >= H`` is the padded full size.
         """
         torch = self._torch
+        if self._bf16_pending and not self._hold_fp32:
+            self._commit_bf16()
         x = self._prepare(images)
         if self._bf16_weights:
             x = x.to(torch.bfloat16)
         render_steps = 2 + int(math.log2(self.params.downsampling))
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                  enabled=self.precision == "bf16" and not self._bf16_weights)
+                                  enabled=self.network_precision == "bf16"
+                                  and not self._bf16_weights)
         with torch.inference_mode(), autocast:
             out = self.model(x, render_steps, bool(self.params.fine_boundaries))
         logits = out["sem_logits"].float()
@@ -346,7 +385,7 @@ class Segmenter:
             center_stride=1 if p.fine_boundaries else 4, stuff_area=p.stuff_area,
             semantic_only=p.semantic_only, out_shape=out_shape, on_overflow=p.on_overflow,
             # bf16 heatmaps have exact ties at maxima, which would split objects
-            center_plateaus="one" if self.precision == "bf16" else "all",
+            center_plateaus="one" if self.network_precision == "bf16" else "all",
         )
         if not isinstance(pan, np.ndarray):
             pan = pan.cpu().numpy()
@@ -457,6 +496,9 @@ class Segmenter:
         if _forward_in_background(self.device):
             batches = _background(map(forward_batch, starts))
         elif workers > 1:
+            # small slices: single-threaded fp32 forwards side by side beat bf16
+            # (whose gain needs the threads of one large forward)
+            self._hold_fp32 = self._bf16_pending
             batches = _parallel_if_faster(forward_batch, starts, workers)
         else:
             batches = map(forward_batch, starts)
@@ -476,6 +518,7 @@ class Segmenter:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
+            self._hold_fp32 = False
 
     def segment_stack(self, volume, out=None, *, axis=0, progress=None, should_stop=None,
                       value_range=None):
@@ -537,9 +580,16 @@ class Segmenter:
             if progress is not None:
                 progress(done[0], n_total)
 
-        for name, axis in PLANES.items():
+        # views with smaller slices first: with precision 'auto' on the CPU a stack of
+        # large slices switches the model to bf16 for good (the labels do not depend
+        # on the order)
+        def slice_pixels(axis):
+            return math.prod(s for a, s in enumerate(volume.shape) if a != axis)
+
+        for name, axis in sorted(PLANES.items(), key=lambda item: slice_pixels(item[1])):
             stacks[name] = self.segment_stack(volume, axis=axis, progress=step,
                                               should_stop=should_stop, value_range=value_range)
+        stacks = {name: stacks[name] for name in PLANES}
         consensus = ortho_merge(stacks, self.params, self.config, out=out,
                                 thing_list=self.thing_list)
         return (consensus, stacks) if return_stacks else consensus
@@ -602,10 +652,23 @@ def _class_part(view, class_id, div, *, instances):
     return part
 
 
+def _chunk_blocks(shape, chunks):
+    """Index tuples of the chunk grid ``chunks`` over ``shape``, in C order."""
+    ranges = [range(0, n, c) for n, c in zip(shape, chunks)]
+    for corner in itertools.product(*ranges):
+        yield tuple(slice(i, min(n, i + c)) for i, n, c in zip(corner, shape, chunks))
+
+
 def _write_class(out, labels, offset):
     """Write ``labels + offset`` (or ``offset`` where a bool mask is set) into ``out``
-    wherever ``labels`` is nonzero, slab by slab (``out`` may be a zarr array)."""
-    for s in _slabs(labels.shape[0]):
+    wherever ``labels`` is nonzero: slab by slab into numpy, chunk by chunk into a
+    chunked array such as zarr (so each chunk is read and rewritten once)."""
+    chunks = None if isinstance(out, np.ndarray) else getattr(out, "chunks", None)
+    if chunks is not None and len(chunks) == labels.ndim:
+        blocks = _chunk_blocks(labels.shape, tuple(int(c) for c in chunks))
+    else:
+        blocks = _slabs(labels.shape[0])
+    for s in blocks:
         part = labels[s]
         fg = part > 0 if part.dtype != bool else part
         if not fg.any():

@@ -225,7 +225,7 @@ def _run_params_record(args, model_name):
 
 def run_segment(args):
     """Handler of ``empanada segment`` (returns the exit code)."""
-    from ._engine import Segmenter
+    from ._engine import Segmenter, resolve_model_config
     from ._readers import check_image, iter_batch, open_image
     from ._writers import create_output, is_complete, mark_complete, write_tiff
 
@@ -249,12 +249,30 @@ def run_segment(args):
     if args.gpus > 1 and mode not in ("stack", "ortho"):
         raise ValueError(f"--gpus > 1 splits 3D volumes (stack or ortho mode); got mode {mode}")
 
-    seg = Segmenter.from_registry(args.model, params, device=args.device,
-                                  quantized=args.quantized)
-    seg.source = source
-    config = seg.config
+    config = resolve_model_config(args.model)
     class_names = dict(config.class_names)
     div = params.label_divisor
+    out = None
+    if mode != "batch":
+        if image is None:
+            image = open_image(source, key=args.key, level=args.level)
+        image = check_image(image, ndim=2 if mode == "2d" else 3)
+        if _is_zarr(out_path):
+            out = create_output(out_path, image.shape, np.uint32, overwrite=args.overwrite,
+                                resume=not args.overwrite,
+                                params=_run_params_record(args, config.name),
+                                slice_axis={"xy": 0, "xz": 1, "yz": 2}[args.plane]
+                                if mode == "stack" else None)
+            if is_complete(out):
+                # a finished run: report it without loading the model
+                _report(args, source, str(out_path), mode, config.name,
+                        _summary(out, div, class_names), time.perf_counter() - start,
+                        already_complete=True)
+                return 0
+
+    seg = Segmenter.from_registry(config, params, device=args.device,
+                                  quantized=args.quantized)
+    seg.source = source
     written = []
     bar = _Bar(args.quiet, desc=f"{mode} {args.plane if mode == 'stack' else ''}".strip())
     try:
@@ -274,23 +292,9 @@ def run_segment(args):
                 bar(i + 1, len(items))
             counts = totals
         else:
-            if image is None:
-                image = open_image(source, key=args.key, level=args.level)
-            want = 2 if mode == "2d" else 3
-            image = check_image(image, ndim=want)
-            if _is_zarr(out_path):
-                out = create_output(out_path, image.shape, np.uint32, overwrite=args.overwrite,
-                                    resume=not args.overwrite,
-                                    params=_run_params_record(args, config.name),
-                                    slice_axis={"xy": 0, "xz": 1, "yz": 2}[args.plane]
-                                    if mode == "stack" else None)
-                if is_complete(out):
-                    print(f"empanada: {out_path} is already complete; pass --overwrite to "
-                          "run again", file=sys.stderr)
-                    labels = out
-                else:
-                    labels = _segment_into(seg, image, mode, args, out, bar, out_path)
-                    mark_complete(out)
+            if out is not None:
+                labels = _segment_into(seg, image, mode, args, out, bar, out_path)
+                mark_complete(out)
             else:
                 labels = _segment_into(seg, image, mode, args, None, bar, out_path)
                 write_tiff(out_path, labels, overwrite=args.overwrite)
@@ -299,17 +303,29 @@ def run_segment(args):
     finally:
         bar.close()
 
-    elapsed = time.perf_counter() - start
-    summary = {"input": str(source), "output": written if mode == "batch" else written[0],
-               "mode": mode, "model": config.name, "objects": counts,
-               "seconds": round(elapsed, 3)}
+    output = written if mode == "batch" else written[0]
+    _report(args, source, output, mode, config.name, counts, time.perf_counter() - start,
+            shown=out_path if mode == "batch" else output)
+    return 0
+
+
+def _report(args, source, output, mode, model, counts, elapsed, *, shown=None,
+            already_complete=False):
+    """The final one-line summary (JSON with ``--json``)."""
+    summary = {"input": str(source), "output": output, "mode": mode, "model": model,
+               "objects": counts, "seconds": round(elapsed, 3)}
+    if already_complete:
+        summary["already_complete"] = True
     if args.json:
         print(json.dumps(summary))
+        return
+    objects = ", ".join(f"{n} {name}" for name, n in counts.items())
+    if already_complete:
+        print(f"{output} is already complete ({objects}); nothing to do, pass --overwrite "
+              "to run again")
     else:
-        objects = ", ".join(f"{n} {name}" for name, n in counts.items())
-        print(f"segmented {source} ({mode}) with {config.name} in {elapsed:.1f} s: {objects} "
-              f"-> {summary['output'] if mode != 'batch' else out_path}")
-    return 0
+        print(f"segmented {source} ({mode}) with {model} in {elapsed:.1f} s: {objects} "
+              f"-> {shown}")
 
 
 def _segment_into(seg, image, mode, args, out, bar, out_path):
