@@ -32,7 +32,10 @@ Settings (both tools): confidence 0.5, centre confidence 0.1, centres min
 distance 3, max objects per class 10000, median filter 3 (``--median-size``),
 min size 500, min extent 5, vote threshold 2, intensity normalised by the dtype
 range (``normalize="dtype"``, which for uint8 is the original's
-normalisation), batch size 1, coarse boundaries, no downsampling.
+normalisation), batch size 1, coarse boundaries, no downsampling. Network
+precision: the original runs fp32 on the CPU; ours runs its default
+(``--precision auto``: bf16 on CPUs with Intel AMX, else fp32), or what
+``--precision`` says (``fp32`` for a same-arithmetic comparison).
 
 Measurement. Every (tool, case) runs in a fresh Python process, which loads
 the model, reads the input, warms up (one run on a small crop through the same
@@ -41,7 +44,10 @@ runs (best of N, model loading excluded). Memory is read from ``/proc``: the
 peak resident set (VmHWM, reset just before the timed runs) and, as "+run",
 that peak minus the resident set right before the runs (imports, model and
 input excluded). The original also forks one matcher process per axis; its
-peak is reported separately.
+peak is reported separately. "PSS" is the peak proportional set size of the
+worker and all its children together, sampled every 50 ms during the timed
+runs: it counts the original's matcher process, whose own RSS would count
+the pages it shares with its parent twice.
 
 Usage::
 
@@ -59,6 +65,7 @@ import contextlib
 import ctypes
 import gc
 import json
+import math
 import os
 import resource
 import shutil
@@ -162,6 +169,68 @@ def _reset_peak():
         return False
 
 
+def _pss_mib(pid):
+    """Proportional set size of one process (shared pages split among their users)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # the process ended meanwhile
+        pass
+    return 0.0
+
+
+def _descendants(root):
+    """Pids of every live descendant of ``root`` (a scan of /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # the command name is in brackets and may hold spaces: ppid follows ')'
+                parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += frontier
+    return found
+
+
+class TreePeak:
+    """Peak summed PSS of this process and its children (the original forks a matcher
+    process per run; its RSS double-counts the pages it shares with the parent, its PSS
+    does not), sampled every ``interval`` seconds on a daemon thread."""
+
+    def __init__(self, interval=0.05):
+        import threading
+
+        self.interval, self.peak = interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self):
+        me = os.getpid()
+        return _pss_mib(me) + sum(_pss_mib(pid) for pid in _descendants(me))
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.sample())
+
+
 # ---------------------------------------------------------------------------------------
 # worker: one tool, one case, in a fresh process
 
@@ -201,7 +270,7 @@ def _ours_runner(spec, stages):
 
     config = em.ModelConfig.from_yaml(spec["config"])
     params = ei.SegmentationParams(normalize="dtype", batch_size=spec["batch_size"],
-                                   **spec["params"])
+                                   precision=spec.get("precision", "auto"), **spec["params"])
     seg = ei.Segmenter(em.load_model(config, device="cpu"), config, params, device="cpu")
     seg.forward = stages.wrap("network", seg.forward)
     seg.postprocess = stages.wrap("2D postprocess", seg.postprocess)
@@ -218,9 +287,17 @@ def _ours_runner(spec, stages):
             return seg.segment_orthoplanes(volume, return_stacks=True)  # no extra cost
 
     def warm(shape):
-        seg.forward([np.zeros(shape, np.float32)])
+        # as iter_stack does: with precision 'auto' on the CPU, stacks of small slices
+        # keep the model in fp32 (a bare forward would switch it to bf16 for good)
+        small = math.prod(shape) <= engine_module._SMALL_SLICE_PIXELS and mode != "2d"
+        seg._hold_fp32 = seg._bf16_pending and small
+        try:
+            seg.forward([np.zeros(shape, np.float32)])
+        finally:
+            seg._hold_fp32 = False
 
     def finish(out):
+        spec["resolved_precision"] = seg.network_precision
         if mode == "ortho":
             consensus, stacks = out
             return consensus, stacks
@@ -341,9 +418,12 @@ def worker(spec_path):
 
     _trim()
     baseline = _status("VmRSS")
+    tree = TreePeak()
+    tree_baseline = tree.sample()
     peak_reset = _reset_peak()
     profile = None
     times, breakdowns, out = [], [], None
+    tree.__enter__()
     for _ in range(spec["repeat"]):
         out = None
         _trim()
@@ -367,6 +447,7 @@ def worker(spec_path):
             out = run(data)
             times.append(time.perf_counter() - t0)
         breakdowns.append(stages.totals())
+    tree.__exit__(None, None, None)
     peak = _status("VmHWM")
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -384,6 +465,8 @@ def worker(spec_path):
         "peak_reset": peak_reset, "process_peak_mib": self_peak, "child_peak_mib": child_peak,
         "objects": int(len(np.unique(labels)) - (labels.min() == 0)),
         "shape": list(data.shape), "profile": profile, "extras": sorted(extras),
+        "precision": spec.get("resolved_precision", "fp32"),
+        "tree_pss_mib": tree.peak, "tree_pss_baseline_mib": tree_baseline,
     }
     with open(spec["result"], "w") as f:
         json.dump(result, f)
@@ -595,6 +678,14 @@ def same_net_ratio(ours, orig):
     return orig_t / ours_t if ours_t > 0 else float("nan")
 
 
+def pss_ratio(o, g):
+    """'ours/orig MiB (ratio)' of the peak PSS of each run's process tree."""
+    if not (o.get("tree_pss_mib") and g.get("tree_pss_mib")):
+        return "n/a"
+    return (f"{o['tree_pss_mib']:.0f}/{g['tree_pss_mib']:.0f} "
+            f"({o['tree_pss_mib'] / g['tree_pss_mib']:.2f})")
+
+
 def fmt_mem(r):
     return f"{r['peak_mib']:.0f} (+{r['peak_mib'] - r['baseline_mib']:.0f})"
 
@@ -618,7 +709,8 @@ def print_tables(rows, with_original):
     else:
         head = (f"{'case':24s} {'model':8s} {'med':>3s} {'ours s':>8s} {'orig s':>8s} "
                 f"{'orig/ours':>9s} {'same-net':>8s} {'ours MiB (+run)':>16s} "
-                f"{'orig MiB (+run)':>16s} {'mem ours/orig':>14s} {'objects':>11s} "
+                f"{'orig MiB (+run)':>16s} {'mem ours/orig':>14s} {'PSS ours/orig':>18s} "
+                f"{'objects':>11s} "
                 f"{'differ':>8s} {'fg diff':>8s}")
         print(head)
         print("-" * len(head))
@@ -633,7 +725,8 @@ def print_tables(rows, with_original):
                 mem = f"{o['peak_mib'] / g['peak_mib']:.2f} ({run_o / max(run_g, 1e-9):.2f})"
                 line += (f"{g['time'] / o['time']:8.2f}x {same_net_ratio(o, g):7.2f}x "
                          f"{fmt_mem(o):>16s} {fmt_mem(g):>16s} "
-                         f"{mem:>14s} {o['objects']:5d}/{g['objects']:<5d} "
+                         f"{mem:>14s} {pss_ratio(o, g):>18s} "
+                         f"{o['objects']:5d}/{g['objects']:<5d} "
                          f"{100 * r['differ']:7.3f}% {100 * r['fg_differ']:7.3f}%")
             print(line)
     print()
@@ -648,7 +741,10 @@ def print_tables(rows, with_original):
         "in brackets,",
         "  the peak above the resident set right before the run. mem ours/orig: ratio of the "
         "peaks (of the",
-        "  '+run' parts). objects: ours/original.",
+        "  '+run' parts). PSS: peak proportional set size of the run's process and its "
+        "children together",
+        "  (sampled every 50 ms; counts the original's matcher process, sharing its pages "
+        "once). objects: ours/original.",
         "differ: share of the foreground voxels where the two label partitions disagree (0% = "
         "identical up",
         "  to renaming ids); fg diff: share of the foreground union that only one tool has.",
@@ -657,8 +753,9 @@ def print_tables(rows, with_original):
 
     print()
     print("where the time goes (seconds of the best run; 'network' = model forward + sigmoid, "
-          "'2D postprocess'\n= centres, grouping, panoptic merge; ours runs the network on a "
-          "background thread, so its\nstages overlap and can sum to more than the total):")
+          "'2D postprocess'\n= centres, grouping, panoptic merge; on GPUs ours runs the network "
+          "on a background thread,\nso there its stages overlap and can sum to more than the "
+          "total):")
     for r in rows:
         for tool in ("ours", "orig"):
             res = r.get(tool)
@@ -670,6 +767,8 @@ def print_tables(rows, with_original):
             if tool == "orig" and res["child_peak_mib"] > 0:
                 extra = f"; matcher process peak RSS {res['child_peak_mib']:.0f} MiB"
             runs = "/".join(f"{t:.1f}" for t in res["times"])
+            if tool == "ours":
+                extra += f"; network precision {res.get('precision', 'fp32')}"
             print(f"  {r['case']:17s} {r['model']:8s} med {r['median']} {tool:4s} best "
                   f"{res['time']:6.2f} (runs {runs}): {st}; other {rest:.2f}{extra}")
 
@@ -680,8 +779,13 @@ MEDIAN_NOTE = ("the median filter: ours is a true median of the network's slices
                "unfiltered (docs/compat.md, 'Median filter'); --median-size 1\n    removes it")
 CHANNELS_LAST_NOTE = ("channels-last network runs (our default on the CPU): the same "
                       "weights, float sums in\n    another order (outputs within ~1e-6), so "
-                      "pixels on a threshold can flip; --no-channels-last\n    runs the "
-                      "original's contiguous format (docs/compat.md, 'Inference')")
+                      "pixels on a threshold can flip (docs/compat.md,\n    'Inference')")
+BF16_NOTE = ("bf16 network runs (our default on CPUs with AMX and on GPUs, --precision auto): "
+             "outputs\n    within ~1e-2 of fp32, so pixels near a threshold flip (the random "
+             "net's noise blobs have\n    many), and a bf16 run keeps one centre per flat "
+             "heatmap maximum; on trained models the\n    scores barely change "
+             "(docs/models.md); --precision fp32 gives the original's arithmetic\n    "
+             "(docs/compat.md, 'Inference')")
 CONSENSUS_NOTE = ("the ortho-plane consensus, by documented deliberate differences "
                   "(docs/compat.md, 'Ortho-plane\n    consensus'): a chain of linked "
                   "clusters ends as one object where the original left several,\n    a "
@@ -716,7 +820,9 @@ def notes(rows, with_original):
             causes.append(XZ_NOTE)
         if per_axis is not None and r["consensus_only"] > 0:
             causes.append(CONSENSUS_NOTE)
-        if r["model"] != "blob":
+        if r["ours"].get("precision") == "bf16":
+            causes.append(BF16_NOTE)
+        elif r["model"] != "blob":
             causes.append(CHANNELS_LAST_NOTE)
         print(f"- {r['case']}, {r['model']}, median {r['median']}: {100 * r['differ']:.3f}% of "
               f"the foreground differs ({100 * r['fg_differ']:.3f}% is foreground in one tool "
@@ -751,6 +857,9 @@ def main(argv=None):
                         help="also run the blob model's stack and ortho cases with median 1 "
                              "(default: on)")
     parser.add_argument("--batch-size", type=int, default=1, help="our batch size (default 1)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="our network precision (default auto: bf16 on CPUs with AMX); "
+                             "the original always runs fp32 on the CPU")
     parser.add_argument("--skip-original", action="store_true", help="run ours only")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one run of our stack case with cProfile (main "
@@ -808,7 +917,8 @@ def main(argv=None):
             params = dict(COMMON, median_size=median)
             spec = {"model": model, "mode": mode, "config": str(exported[model][0]),
                     "data": str(args.data), "index": None, "warmup": None,
-                    "params": params, "repeat": args.repeat, "batch_size": args.batch_size}
+                    "params": params, "repeat": args.repeat, "batch_size": args.batch_size,
+                    "precision": args.precision}
             index = cases[mode]["index"]
             spec["index"] = _jsonable(index)
             spec["warmup"] = _jsonable(cases[mode]["warmup"])
@@ -832,7 +942,8 @@ def main(argv=None):
                     "data": str(args.data), "index": _jsonable(index),
                     "warmup": _jsonable(cases["stack"]["warmup"]),
                     "params": dict(COMMON, median_size=args.median_size), "repeat": 1,
-                    "batch_size": args.batch_size, "profile": True}
+                    "batch_size": args.batch_size, "precision": args.precision,
+                    "profile": True}
             print("\nprofile:", file=sys.stderr)
             res = run_worker(dict(spec, tool="ours"), workdir, args.timeout)
             if res:
