@@ -65,7 +65,6 @@ import contextlib
 import ctypes
 import gc
 import json
-import math
 import os
 import resource
 import shutil
@@ -287,14 +286,7 @@ def _ours_runner(spec, stages):
             return seg.segment_orthoplanes(volume, return_stacks=True)  # no extra cost
 
     def warm(shape):
-        # as iter_stack does: with precision 'auto' on the CPU, stacks of small slices
-        # keep the model in fp32 (a bare forward would switch it to bf16 for good)
-        small = math.prod(shape) <= engine_module._SMALL_SLICE_PIXELS and mode != "2d"
-        seg._hold_fp32 = seg._bf16_pending and small
-        try:
-            seg.forward([np.zeros(shape, np.float32)])
-        finally:
-            seg._hold_fp32 = False
+        seg.forward([np.zeros(shape, np.float32)])
 
     def finish(out):
         spec["resolved_precision"] = seg.network_precision

@@ -587,27 +587,16 @@ def test_bf16_runs_keep_one_centre_per_plateau(monkeypatch, blob_model, blob_con
     assert calls == ["all", "one"]
 
 
-def test_auto_precision_on_amx_cpus_keeps_small_slice_stacks_in_fp32(monkeypatch, tiny_pdl_pr):
+def test_network_precision_is_the_resolved_precision(monkeypatch, tiny_pdl_pr):
     import empanada_infer._engine as engine
 
-    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
     path, config = tiny_pdl_pr
-    seg = segmenter(torch.jit.load(str(path)), config, min_size=0, min_extent=0)
-    assert seg.precision == "bf16"
-    assert seg.network_precision == "fp32"  # nothing converted before a forward
-    vol = (np.random.default_rng(0).random((4, 32, 48)) * 255).astype(np.uint8)
-    reference = segmenter(torch.jit.load(str(path)), config, precision="fp32", min_size=0,
-                          min_extent=0)
-    # small slices: parallel single-threaded forwards, in fp32 (same labels as fp32)
-    np.testing.assert_array_equal(seg.segment_orthoplanes(vol), reference.segment_orthoplanes(vol))
-    assert seg.network_precision == "fp32"
-    assert {p.dtype for p in seg.model.parameters()} == {torch.float32}
-    # a 2D image (or a stack of large slices) switches it to bf16 for good
-    seg.segment_image(vol[0])
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
+    seg = segmenter(torch.jit.load(str(path)), config)
     assert seg.network_precision == "bf16"
     assert {p.dtype for p in seg.model.parameters()} == {torch.bfloat16}
-    seg.segment_stack(vol)
-    assert seg.network_precision == "bf16"
+    monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: False)
+    assert segmenter(torch.jit.load(str(path)), config).network_precision == "fp32"
 
 
 def test_orthoplanes_return_the_stacks_in_plane_order(blob_model, blob_config):

@@ -94,12 +94,7 @@ class SegmentationParams:
         precision, the original's. 'auto' (default): bf16 on CUDA devices
         that support it and on CPUs with bf16 matrix units (Intel AMX: 1.4-3.2x
         faster forwards for MitoLite_v1, validation F1 within 0.0022 of fp32,
-        see docs/compat.md), fp32 elsewhere. On the CPU 'auto' converts the
-        weights at the first forward that is not part of a stack of small
-        slices: those run faster as several single-threaded fp32 forwards
-        (``cpu_workers``) than in bf16, where one thread gains nothing. Once
-        converted, a Segmenter stays bf16 (:attr:`Segmenter.network_precision`
-        says which is in use).
+        see docs/compat.md), fp32 elsewhere.
     normalize : {'auto', 'percentile', 'dtype'}
         Intensity normalisation (see :func:`empanada_infer.normalize`).
     tile_size : int
@@ -295,14 +290,11 @@ class Segmenter:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = _resolve_precision(self.params.precision, self.device)
-        cpu_bf16 = self.precision == "bf16" and self.device.type == "cpu"
-        self._bf16_weights = False
-        # 'auto' on the CPU: fp32 until a forward that gains from bf16 (see
-        # _commit_bf16); an explicit 'bf16' converts now
-        self._bf16_pending = cpu_bf16 and self.params.precision == "auto"
-        self._hold_fp32 = False
-        if cpu_bf16 and not self._bf16_pending:
-            self._commit_bf16()
+        # On the CPU, bf16 weights beat autocast (which re-casts every weight at
+        # every forward): 1.2-1.4x more for MitoLite_v1. Models that cannot run
+        # with bf16 weights (int8, fp32-only ops) run under autocast instead.
+        self._bf16_weights = (self.precision == "bf16" and self.device.type == "cpu"
+                              and _to_bf16_weights(self.model, self.config))
         self.thing_list = () if self.params.semantic_only else tuple(config.thing_list)
 
     @classmethod
@@ -318,20 +310,8 @@ class Segmenter:
 
     @property
     def network_precision(self):
-        """The precision the network runs in now: 'fp32' or 'bf16'."""
-        if self.precision != "bf16" or self._bf16_pending:
-            return "fp32"
-        return "bf16"
-
-    def _commit_bf16(self):
-        """Switch a CPU model to bf16 for good.
-
-        bf16 weights beat autocast on the CPU (which re-casts every weight at
-        every forward): 1.2-1.4x more for MitoLite_v1. Models that cannot run
-        with bf16 weights (int8, fp32-only ops) run under autocast instead.
-        """
-        self._bf16_pending = False
-        self._bf16_weights = _to_bf16_weights(self.model, self.config)
+        """The precision the network runs in: 'fp32' or 'bf16' (``precision`` resolved)."""
+        return self.precision
 
     # -- one batch through the network ---------------------------------------------------
     def _prepare(self, images):
@@ -361,8 +341,6 @@ class Segmenter:
         ``H' >= H`` is the padded full size.
         """
         torch = self._torch
-        if self._bf16_pending and not self._hold_fp32:
-            self._commit_bf16()
         x = self._prepare(images)
         if self._bf16_weights:
             x = x.to(torch.bfloat16)
@@ -496,9 +474,6 @@ class Segmenter:
         if _forward_in_background(self.device):
             batches = _background(map(forward_batch, starts))
         elif workers > 1:
-            # small slices: single-threaded fp32 forwards side by side beat bf16
-            # (whose gain needs the threads of one large forward)
-            self._hold_fp32 = self._bf16_pending
             batches = _parallel_if_faster(forward_batch, starts, workers)
         else:
             batches = map(forward_batch, starts)
@@ -518,7 +493,6 @@ class Segmenter:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
-            self._hold_fp32 = False
 
     def segment_stack(self, volume, out=None, *, axis=0, progress=None, should_stop=None,
                       value_range=None):
@@ -580,16 +554,9 @@ class Segmenter:
             if progress is not None:
                 progress(done[0], n_total)
 
-        # views with smaller slices first: with precision 'auto' on the CPU a stack of
-        # large slices switches the model to bf16 for good (the labels do not depend
-        # on the order)
-        def slice_pixels(axis):
-            return math.prod(s for a, s in enumerate(volume.shape) if a != axis)
-
-        for name, axis in sorted(PLANES.items(), key=lambda item: slice_pixels(item[1])):
+        for name, axis in PLANES.items():
             stacks[name] = self.segment_stack(volume, axis=axis, progress=step,
                                               should_stop=should_stop, value_range=value_range)
-        stacks = {name: stacks[name] for name in PLANES}
         consensus = ortho_merge(stacks, self.params, self.config, out=out,
                                 thing_list=self.thing_list)
         return (consensus, stacks) if return_stacks else consensus
