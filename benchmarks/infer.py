@@ -9,7 +9,8 @@ how far the label images agree.
 
 Models. A real-architecture network exported with
 ``empanada_models.export_torchscript``: ``panoptic_deeplab_pr(encoder="resnet18")``
-by default, the full MitoNet_v1 architecture with ``--arch mitonet``. Its weights
+by default, the full MitoNet_v1 architecture with ``--arch mitonet``, or the
+trained built-in MitoLite_v1 with ``--arch mitolite``. The first two have weights that
 are random (fixed seed), so the outputs are meaningless but deterministic --
 fine for speed and equality, not for accuracy. As built, an untrained network
 outputs constants (no objects at all), so :func:`randomize_network` re-draws
@@ -530,27 +531,43 @@ def export_models(workdir, arch, models, data):
 
         import empanada_models as em
 
-        torch.manual_seed(SEED)
-        if arch == "mitonet":
-            net, what = em.mitonet_v1(), "mitonet_v1() (MitoNet_v1 architecture, ResNet-50)"
+        if arch == "mitolite":
+            # the trained default model, as shipped (a copy of its config with an
+            # absolute weights path, which the original needs)
+            shipped = em.get_model_config("MitoLite_v1")
+            folder = workdir / "net"
+            folder.mkdir()
+            config = em.ModelConfig.from_dict(
+                {"model": str((Path(shipped.base_dir) / shipped.model).resolve()), "norms": NORMS,
+                 "padding_factor": 16, "thing_list": [1], "labels": [1],
+                 "class_names": {1: "mito"}, "description": "MitoLite_v1 (benchmark copy)"},
+                name="bench_mitolite")
+            out[arch] = (config.to_yaml(folder / "model.yaml"),
+                         "MitoLite_v1, the trained built-in default (PDL-PR ResNet-18, decoder "
+                         "128), TorchScript")
         else:
-            net = em.panoptic_deeplab_pr(encoder="resnet18")
-            what = 'panoptic_deeplab_pr(encoder="resnet18")'
-        fg, centres = randomize_network(net, data)
-        folder = workdir / "net"
-        folder.mkdir()
-        em.export_torchscript(net, folder / "model.pth")
-        config = em.ModelConfig.from_dict(
-            {"model": str(folder / "model.pth"), "norms": NORMS, "padding_factor": 16,
-             "thing_list": [1], "labels": [1], "class_names": {1: "mito"},
-             "description": f"benchmark: {what}, random weights (seed {SEED})"},
-            name=f"bench_{arch}",
-        )
-        out[arch] = (config.to_yaml(folder / "model.yaml"),
-                     f"{what}, random weights (torch seed {SEED}, Kaiming-normal convs, "
-                     f"BatchNorm statistics and output biases calibrated on the data: "
-                     f"{100 * fg:.0f}% foreground, {100 * centres:.1f}% of heatmap pixels "
-                     f"above the centre threshold), TorchScript")
+            torch.manual_seed(SEED)
+            if arch == "mitonet":
+                net = em.mitonet_v1()
+                what = "mitonet_v1() (MitoNet_v1 architecture, ResNet-50)"
+            else:
+                net = em.panoptic_deeplab_pr(encoder="resnet18")
+                what = 'panoptic_deeplab_pr(encoder="resnet18")'
+            fg, centres = randomize_network(net, data)
+            folder = workdir / "net"
+            folder.mkdir()
+            em.export_torchscript(net, folder / "model.pth")
+            config = em.ModelConfig.from_dict(
+                {"model": str(folder / "model.pth"), "norms": NORMS, "padding_factor": 16,
+                 "thing_list": [1], "labels": [1], "class_names": {1: "mito"},
+                 "description": f"benchmark: {what}, random weights (seed {SEED})"},
+                name=f"bench_{arch}",
+            )
+            out[arch] = (config.to_yaml(folder / "model.yaml"),
+                         f"{what}, random weights (torch seed {SEED}, Kaiming-normal convs, "
+                         f"BatchNorm statistics and output biases calibrated on the data: "
+                         f"{100 * fg:.0f}% foreground, {100 * centres:.1f}% of heatmap pixels "
+                         f"above the centre threshold), TorchScript")
     if "blob" in models:
         import torch
 
@@ -790,10 +807,16 @@ XZ_NOTE = ("the original's xz stacks: slice runs that wrap from one image row to
 def notes(rows, with_original):
     print()
     print("notes:")
-    print("- The random network's outputs are meaningless noise blobs (deterministic: seed "
-          "and data fixed):\n  its rows measure speed and equality, not accuracy. The blob "
-          "model's outputs are object-like\n  and it costs almost nothing to run, so its "
-          "rows show the postprocessing (and I/O) share.")
+    models = {r["model"] for r in rows}
+    if models & {"resnet18", "mitonet"}:
+        print("- The random network's outputs are meaningless noise blobs (deterministic: seed "
+              "and data fixed):\n  its rows measure speed and equality, not accuracy.")
+    if "mitolite" in models:
+        print("- MitoLite_v1 is the trained built-in model: its rows show speed and "
+              "agreement on real mitochondria.")
+    if "blob" in models:
+        print("- The blob model's outputs are object-like and it costs almost nothing to run, "
+              "so its rows show\n  the postprocessing (and I/O) share.")
     if not with_original:
         return
     for r in rows:
@@ -831,9 +854,11 @@ def notes(rows, with_original):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--arch", choices=("resnet18", "mitonet"), default="resnet18",
-                        help="network to export: panoptic_deeplab_pr(encoder='resnet18') "
-                             "(default) or mitonet_v1()")
+    parser.add_argument("--arch", choices=("resnet18", "mitonet", "mitolite"),
+                        default="resnet18",
+                        help="the 'net' model: panoptic_deeplab_pr(encoder='resnet18') with "
+                             "random weights (default), mitonet_v1() with random weights, or "
+                             "the trained built-in MitoLite_v1")
     parser.add_argument("--models", default="net,blob",
                         help="comma list of 'net' (the --arch network) and 'blob' "
                              "(default: both)")
