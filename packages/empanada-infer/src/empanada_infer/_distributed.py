@@ -102,9 +102,7 @@ def segment_stack_distributed(volume, config, params, out=None, *, axis=0, world
     import torch
     import torch.multiprocessing as mp
 
-    import empanada_models as em
-
-    from ._engine import _axis, _check_image
+    from ._engine import _axis, _check_image, resolve_model_config
     from ._normalize import intensity_range
     from ._readers import open_image
 
@@ -119,10 +117,7 @@ def segment_stack_distributed(volume, config, params, out=None, *, axis=0, world
     if backend == "nccl" and torch.cuda.device_count() < world_size:
         raise ValueError(f"{world_size} processes on NCCL need {world_size} GPUs; "
                          f"torch sees {torch.cuda.device_count()}")
-    if isinstance(config, str) and not config.endswith((".yaml", ".yml")):
-        config = em.get_model_config(config)
-    elif not isinstance(config, em.ModelConfig):
-        config = em.ModelConfig.from_yaml(config)
+    config = resolve_model_config(config)
 
     with tempfile.TemporaryDirectory(prefix="empanada-dist-") as tmp:
         tmp = Path(tmp)
