@@ -528,7 +528,10 @@ def test_cpu_bf16_converts_the_weights_and_keeps_float32_outputs(tiny_pdl_pr):
     bf16 = segmenter(torch.jit.load(str(path)), config, precision="bf16")
     assert not fp32._bf16_weights
     assert bf16._bf16_weights
-    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    # bf16 weights, frozen with the point head's 1x1 conv1d as matmuls
+    assert bf16._matmul_point_head > 0
+    assert "aten::conv1d" not in str(bf16.model.graph)
+    assert fp32._matmul_point_head == 0  # fp32 runs the original graph
     image = np.random.default_rng(0).random((48, 64)).astype(np.float32)
     p32, c32, o32 = fp32.forward([image])
     p16, c16, o16 = bf16.forward([image])
@@ -594,7 +597,7 @@ def test_network_precision_is_the_resolved_precision(monkeypatch, tiny_pdl_pr):
     monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
     seg = segmenter(torch.jit.load(str(path)), config)
     assert seg.network_precision == "bf16"
-    assert {p.dtype for p in seg.model.parameters()} == {torch.bfloat16}
+    assert seg._bf16_weights
     monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: False)
     assert segmenter(torch.jit.load(str(path)), config).network_precision == "fp32"
 
@@ -607,3 +610,68 @@ def test_orthoplanes_return_the_stacks_in_plane_order(blob_model, blob_config):
     assert list(stacks) == ["xy", "xz", "yz"]
     assert all(v.shape == vol.shape for v in stacks.values())
     assert cons.shape == vol.shape
+
+
+class _Conv1dHeads(torch.nn.Module):
+    """1x1 conv1d layers (with and without bias) and some that must stay convolutions."""
+
+    def __init__(self):
+        super().__init__()
+        self.pointwise = torch.nn.Conv1d(5, 7, 1)
+        self.no_bias = torch.nn.Conv1d(7, 4, 1, bias=False)
+        self.wide = torch.nn.Conv1d(4, 4, 3, padding=1)
+        self.strided = torch.nn.Conv1d(4, 3, 1, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.pointwise(x))
+        for _ in range(2):  # a loop: conv1d calls inside sub-blocks are rewritten too
+            y = y + 0.5
+        return self.strided(self.wide(self.no_bias(y)))
+
+
+def test_pointwise_conv1d_as_matmul_is_the_same_arithmetic():
+    from empanada_infer._engine import _pointwise_conv1d_as_matmul
+
+    torch.manual_seed(0)
+    module = torch.jit.script(_Conv1dHeads().eval())
+    x = torch.randn(2, 5, 33)
+    with torch.inference_mode():
+        expected = module(x)
+    rewritten, count = _pointwise_conv1d_as_matmul(module)
+    assert count == 2  # pointwise and no_bias; the kernel-3 and strided convs stay
+    graph = str(rewritten.graph)
+    assert graph.count("aten::conv1d") == 2
+    assert "aten::matmul" in graph
+    with torch.inference_mode():
+        torch.testing.assert_close(rewritten(x), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rewritten(x[:1]), module(x[:1]), rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_conv1d_rewrite_leaves_other_models_alone():
+    from empanada_infer._engine import _pointwise_conv1d_as_matmul
+
+    eager = _Conv1dHeads().eval()
+    assert _pointwise_conv1d_as_matmul(eager) == (eager, 0)  # not TorchScript
+
+    class NoConv1d(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    scripted = torch.jit.script(NoConv1d().eval())
+    assert _pointwise_conv1d_as_matmul(scripted) == (scripted, 0)
+
+
+def test_pointwise_conv1d_rewrite_keeps_the_pdl_pr_outputs(tiny_pdl_pr):
+    from empanada_infer._engine import _pointwise_conv1d_as_matmul
+
+    path, _ = tiny_pdl_pr
+    model = torch.jit.load(str(path)).eval()
+    rewritten, count = _pointwise_conv1d_as_matmul(torch.jit.load(str(path)).eval())
+    assert count > 0
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((1, 1, 64, 96),
+                                                                  dtype=np.float32))
+    with torch.inference_mode():
+        a, b = model(x, 2, True), rewritten(x, 2, True)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4)
