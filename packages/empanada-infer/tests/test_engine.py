@@ -675,3 +675,20 @@ def test_pointwise_conv1d_rewrite_keeps_the_pdl_pr_outputs(tiny_pdl_pr):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_rewrite_is_dropped_when_a_probe_disagrees(monkeypatch, tiny_pdl_pr):
+    import empanada_infer._engine as engine
+
+    path, config = tiny_pdl_pr
+    model = torch.jit.load(str(path)).eval().to(torch.bfloat16)
+
+    class Shifted(torch.nn.Module):  # stands in for a rewrite gone wrong
+        def forward(self, x, render_steps: int = 2, interpolate_ins: bool = True):
+            out = model(x, render_steps, interpolate_ins)
+            return {k: v + 1 for k, v in out.items()}
+
+    monkeypatch.setattr(engine, "_pointwise_conv1d_as_matmul", lambda m: (Shifted(), 3))
+    assert engine._checked_matmul_rewrite(model, config) == (model, 0)
+    monkeypatch.setattr(engine, "_pointwise_conv1d_as_matmul", lambda m: (model, 3))
+    assert engine._checked_matmul_rewrite(model, config) == (model, 3)

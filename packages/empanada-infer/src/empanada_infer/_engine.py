@@ -291,6 +291,30 @@ def _pointwise_conv1d_as_matmul(model):
     return frozen, count
 
 
+def _checked_matmul_rewrite(model, config):
+    """:func:`_pointwise_conv1d_as_matmul`, kept only if a probe image gives the same
+    outputs (up to bf16 rounding) as ``model``; else ``(model, 0)``."""
+    import torch
+
+    rewritten, count = _pointwise_conv1d_as_matmul(model)
+    if not count:
+        return model, 0
+    factor = int(config.padding_factor)
+    size = 4 * factor
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn((1, 1, size, size), generator=generator).to(torch.bfloat16)
+    try:
+        with torch.inference_mode():
+            ref, out = model(probe, 2, True), rewritten(probe, 2, True)
+        same = ref.keys() == out.keys() and all(
+            ref[k].shape == out[k].shape
+            and float((ref[k].float() - out[k].float()).abs().mean()) <= 0.05
+            for k in ref)
+    except (RuntimeError, TypeError, ValueError):
+        same = False
+    return (rewritten, count) if same else (model, 0)
+
+
 def _constant(value):
     """The constant behind a graph value, or a sentinel when it is not one."""
     if value.node().kind() != "prim::Constant":
@@ -379,7 +403,8 @@ class Segmenter:
                               and _to_bf16_weights(self.model, self.config))
         self._matmul_point_head = 0
         if self._bf16_weights:
-            self.model, self._matmul_point_head = _pointwise_conv1d_as_matmul(self.model)
+            self.model, self._matmul_point_head = _checked_matmul_rewrite(self.model,
+                                                                          self.config)
         self.thing_list = () if self.params.semantic_only else tuple(config.thing_list)
 
     @classmethod
