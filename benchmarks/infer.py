@@ -290,7 +290,7 @@ def _ours_runner(spec, stages):
         seg.forward([np.zeros(shape, np.float32)])
 
     def finish(out):
-        spec["resolved_precision"] = seg.network_precision
+        spec["resolved_precision"] = seg.precision
         if mode == "ortho":
             consensus, stacks = out
             return consensus, stacks

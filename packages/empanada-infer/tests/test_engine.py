@@ -590,16 +590,20 @@ def test_bf16_runs_keep_one_centre_per_plateau(monkeypatch, blob_model, blob_con
     assert calls == ["all", "one"]
 
 
-def test_network_precision_is_the_resolved_precision(monkeypatch, tiny_pdl_pr):
+def test_auto_precision_on_amx_cpus_converts_and_rewrites(monkeypatch, tiny_pdl_pr):
     import empanada_infer._engine as engine
 
     path, config = tiny_pdl_pr
     monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
     seg = segmenter(torch.jit.load(str(path)), config)
-    assert seg.network_precision == "bf16"
+    assert seg.precision == "bf16"
     assert seg._bf16_weights
+    assert seg._matmul_point_head > 0
     monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: False)
-    assert segmenter(torch.jit.load(str(path)), config).network_precision == "fp32"
+    seg = segmenter(torch.jit.load(str(path)), config)
+    assert seg.precision == "fp32"
+    assert not seg._bf16_weights
+    assert seg._matmul_point_head == 0
 
 
 def test_orthoplanes_return_the_stacks_in_plane_order(blob_model, blob_config):
