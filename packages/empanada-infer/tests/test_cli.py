@@ -188,9 +188,11 @@ def test_interrupted_zarr_run_is_finished_by_a_rerun(workdir, capsys):
     from empanada_models.cli import build_parser
 
     parsed = build_parser().parse_args(args)
-    out = ei.create_output(workdir / "crash.zarr", (12, 80, 100), np.uint32, resume=True,
-                           params=_run_params_record(parsed, "Blob"), slice_axis=0)
     config = em.ModelConfig.from_yaml(workdir / "Blob.yaml")
+    out = ei.create_output(workdir / "crash.zarr", (12, 80, 100), np.uint32, resume=True,
+                           params=_run_params_record(parsed, config,
+                                                     ei.open_image(workdir / "vol.tif")),
+                           slice_axis=0)
     seg = ei.Segmenter(em.load_model(config), config,
                        ei.SegmentationParams(min_size=10, min_extent=2), device="cpu")
     calls = []

@@ -14,6 +14,9 @@ _EXPORTS = {
     "open_batch": "_readers",
     "iter_batch": "_readers",
     "check_image": "_readers",
+    "UnreadableImageError": "_readers",
+    "image_fingerprint": "_readers",
+    "batch_output_names": "_readers",
     # normalisation
     "intensity_range": "_normalize",
     "normalize": "_normalize",

@@ -618,12 +618,14 @@ class Segmenter:
         -------
         out : the filled array (ids ``class * label_divisor + k``)
         """
-        axis = _axis(axis)
         volume = _check_image(volume, ndim=3)
+        return self._segment_stack(volume, out, _axis(axis), progress, should_stop, value_range,
+                                   _fit_min_extent(self.params, volume.shape))
+
+    def _segment_stack(self, volume, out, axis, progress, should_stop, value_range, p):
         blank = out is None
         if blank:
             out = np.zeros(volume.shape, dtype=np.uint32)
-        p = self.params
         assembler = ec.StackAssembler(
             out, axis=axis, label_divisor=p.label_divisor, thing_list=self.thing_list,
             min_size=p.min_size, min_extent=p.min_extent, on_overflow=p.on_overflow,
@@ -658,12 +660,31 @@ class Segmenter:
             if progress is not None:
                 progress(done[0], n_total)
 
+        params = _fit_min_extent(self.params, volume.shape)
         for name, axis in PLANES.items():
-            stacks[name] = self.segment_stack(volume, axis=axis, progress=step,
-                                              should_stop=should_stop, value_range=value_range)
-        consensus = ortho_merge(stacks, self.params, self.config, out=out,
+            stacks[name] = self._segment_stack(volume, None, axis, step, should_stop,
+                                               value_range, params)
+        consensus = ortho_merge(stacks, params, self.config, out=out,
                                 thing_list=self.thing_list)
         return (consensus, stacks) if return_stacks else consensus
+
+
+def _fit_min_extent(params, shape):
+    """``params`` with ``min_extent`` lowered to the volume's smallest side, if larger.
+
+    Objects thinner than ``min_extent`` along any axis are removed, so on a stack
+    of 2 slices the default of 5 would remove every object and return nothing.
+    """
+    smallest = min(int(n) for n in shape)
+    if params.min_extent <= smallest:
+        return params
+    warnings.warn(
+        f"the volume {tuple(int(n) for n in shape)} is only {smallest} voxels along one "
+        f"axis, less than min_extent={params.min_extent} (--min-extent), which would "
+        f"remove every object; using min_extent={smallest} for this volume",
+        stacklevel=3,
+    )
+    return replace(params, min_extent=smallest)
 
 
 def ortho_merge(stacks, params, config, *, out=None, thing_list=None):

@@ -19,7 +19,8 @@ import numpy as np
 
 from ._normalize import _check_numeric_dtype, _sample_values
 
-__all__ = ["open_image", "iter_batch", "open_batch", "check_image"]
+__all__ = ["open_image", "iter_batch", "open_batch", "check_image", "UnreadableImageError",
+           "image_fingerprint", "batch_output_names"]
 
 logger = logging.getLogger("empanada_infer")
 
@@ -132,26 +133,83 @@ def open_image(path, *, key=None, level=None):
             f"`key` and `level` apply only to zarr stores; {path.name} is a file"
         )
     if name.endswith(_TIFF_SUFFIXES):
-        return _open_tiff(path)
-    if name.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    if name.endswith(_PLAIN_2D_SUFFIXES):
-        return _read_plain_2d(path)
-    raise ValueError(f"unsupported image format: {path.name}. Supported: {_SUPPORTED}")
+        opener, what = _open_tiff, "a TIFF file"
+    elif name.endswith(".npy"):
+        opener, what = _open_npy, "a NumPy .npy file"
+    elif name.endswith(_PLAIN_2D_SUFFIXES):
+        opener, what = _read_plain_2d, f"a {path.suffix.lstrip('.').upper()} image"
+    else:
+        raise ValueError(f"unsupported image format: {path.name}. Supported: {_SUPPORTED}")
+    try:
+        return opener(path)
+    except (OSError, ValueError, IndexError, KeyError, EOFError, SyntaxError) as err:
+        if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        # Library messages ("header=b'hell'", "failed to read 1048576 bytes") do not
+        # say which file is bad: in a batch folder the user needs the name.
+        raise UnreadableImageError(
+            f"cannot read {path}: the file is truncated or not {what} "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from err
+
+
+class UnreadableImageError(ValueError):
+    """A file that has an image's name but cannot be read as one (truncated, corrupt)."""
+
+
+def _open_npy(path):
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+# tifffile logs (rather than raises) when pages of a truncated or corrupt file are
+# missing, and then returns fewer pages: a cut 3D stack would silently become 2D.
+_TIFF_DAMAGE_MESSAGES = ("invalid page offset", "invalid offset", "failed to reshape",
+                         "corrupted", "truncated")
+
+
+class _TiffDamageLog(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if any(m in message for m in _TIFF_DAMAGE_MESSAGES):
+            self.messages.append(message)
 
 
 def _open_tiff(path):
     import tifffile
 
+    damage = _TiffDamageLog()
+    tiff_logger = logging.getLogger("tifffile")
+    tiff_logger.addHandler(damage)
     try:
-        return tifffile.memmap(path, mode="r")
-    except ValueError:  # compressed, tiled or not contiguous
-        pass
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        nbytes = math.prod(series.shape) * np.dtype(series.dtype).itemsize
-        if nbytes <= _EAGER_TIFF_BYTES:
-            return series.asarray()
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, dtype = series.shape, np.dtype(series.dtype)
+            if damage.messages:
+                raise ValueError(damage.messages[0])
+            offset = series.dataoffset
+            nbytes = math.prod(shape) * dtype.itemsize
+            if offset is not None and offset + nbytes > path.stat().st_size:
+                raise ValueError(
+                    f"{nbytes} bytes of pixels expected from offset {offset}, "
+                    f"file has {path.stat().st_size}"
+                )
+            if offset is None and nbytes <= _EAGER_TIFF_BYTES:
+                image = series.asarray()
+                if damage.messages:
+                    raise ValueError(damage.messages[0])
+                return image
+    finally:
+        tiff_logger.removeHandler(damage)
+    if offset is not None:  # uncompressed and contiguous: memory-mapped
+        try:
+            return tifffile.memmap(path, mode="r")
+        except ValueError:  # e.g. a byte order numpy cannot map
+            if nbytes <= _EAGER_TIFF_BYTES:
+                return tifffile.imread(path)
     import zarr
 
     return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
@@ -536,3 +594,99 @@ def _is_planar_colour(image, shape):
     if planes[0].min() == planes[0].max():
         return False  # constant or blank: nothing tells colour from a short volume
     return bool((planes[0] == planes[1]).all() and (planes[0] == planes[2]).all())
+
+
+# ------------------------------------------------------------------- fingerprints
+
+# Slices hashed by image_fingerprint, and the most values read from each.
+_FINGERPRINT_SLICES = 8
+_FINGERPRINT_VALUES = 1 << 18
+
+
+def image_fingerprint(image, path=None):
+    """A short digest that changes when an input image or its file changes.
+
+    Used to refuse resuming an output from a different input that has the same
+    path and shape. It hashes the shape, the dtype and a strided sample of up to
+    8 evenly spaced slices (at most 2**18 values each, so a volume of any size
+    costs a few milliseconds), plus the size and modification time of ``path``
+    when it is a file.
+
+    Parameters
+    ----------
+    image : array-like
+        The opened image (numpy, memory map, zarr array).
+    path : str or os.PathLike, optional
+        The file or store it was read from.
+
+    Returns
+    -------
+    str
+        Hex digest (SHA-256, 16 characters).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.zeros((4, 8, 8), np.uint8)
+    >>> b = a.copy(); b[2, 0, 0] = 1
+    >>> image_fingerprint(a) == image_fingerprint(a.copy()), image_fingerprint(a) == image_fingerprint(b)
+    (True, False)
+    """
+    import hashlib
+
+    shape = tuple(int(n) for n in image.shape)
+    h = hashlib.sha256(repr((shape, str(np.dtype(image.dtype)))).encode())
+    if path is not None:
+        path = _as_path(path)
+        if path.is_file():
+            stat = path.stat()
+            h.update(repr((stat.st_size, stat.st_mtime_ns)).encode())
+    if len(shape) >= 3 and shape[0] > 0:
+        picks = np.unique(np.linspace(0, shape[0] - 1, _FINGERPRINT_SLICES).round().astype(int))
+        plane = math.prod(shape[1:])
+    else:
+        picks, plane = [None], math.prod(shape)
+    step = max(1, math.isqrt(max(plane // _FINGERPRINT_VALUES, 1)))
+    for z in picks:
+        index = (slice(None, None, step),) * min(len(shape), 2)
+        sample = image[(int(z), *index)] if z is not None else image[index]
+        h.update(np.ascontiguousarray(np.asarray(sample)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def batch_output_names(names, suffix="_labels.tif"):
+    """Output file names for a batch of inputs, one distinct name per input.
+
+    ``cell.tif`` gives ``cell_labels.tif``; inputs whose stems collide
+    (``cell.tif``, ``cell.tiff``, ``cell.png``) keep their extension in the name
+    (``cell_tif_labels.tif``, ...), so no result overwrites another.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Input file names (with extensions), distinct.
+    suffix : str, optional
+        Appended to each stem.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> batch_output_names(["a.tif", "cell.tif", "cell.png"])
+    ['a_labels.tif', 'cell_tif_labels.tif', 'cell_png_labels.tif']
+    """
+    stems = [Path(n).stem for n in names]
+    counts = {}
+    for stem in stems:
+        key = stem.lower()
+        counts[key] = counts.get(key, 0) + 1
+    out = []
+    for name, stem in zip(names, stems):
+        ext = Path(name).suffix.lstrip(".").lower()
+        unique = counts[stem.lower()] == 1 or not ext
+        out.append(f"{stem}{suffix}" if unique else f"{stem}_{ext}{suffix}")
+    if len({n.lower() for n in out}) != len(out):  # e.g. "a.tif" next to "a_tif.png"
+        out = [f"{Path(n).name.replace('.', '_')}{suffix}" for n in names]
+    return out

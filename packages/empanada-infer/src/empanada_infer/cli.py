@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,31 +204,79 @@ def _is_zarr(path):
     return str(path).rstrip("/").endswith(_ZARR_SUFFIXES)
 
 
-def _check_output(path, mode, overwrite):
+def _same_place(a, b):
+    """True if two paths name the same file or folder (links and hard links too)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _check_writable(path):
+    """Fail before any work if the output cannot be created (named, not a temp file)."""
+    folder = path if path.is_dir() else path.parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {existing} is a file, not a folder")
+    try:
+        # a real write: os.access says yes to root on a read-only file system
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".empanada-probe-"):
+            pass
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write {path}: {existing} is not writable ({err.strerror or err})"
+        ) from None
+
+
+def _check_output(path, mode, overwrite, source):
+    if _same_place(path, source):
+        raise ValueError(
+            f"the output {path} is the input {source}: it would be replaced by its labels; "
+            "choose another -o/--output"
+        )
     if mode == "batch":
         if path.exists() and not path.is_dir():
             raise ValueError(f"batch mode writes one file per image: {path} must be a folder")
+        _check_writable(path)
         return
     if not (_is_zarr(path) or str(path).lower().endswith(_TIFF_SUFFIXES)):
         raise ValueError(f"output {path} must end in .tif, .tiff, .zarr or .ome.zarr")
     if path.exists() and not overwrite and not _is_zarr(path):
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    _check_writable(path)
 
 
-def _run_params_record(args, model_name):
+def _run_params_record(args, config, image):
+    """What a resumed run must share with the run that started the output.
+
+    Besides the settings: the input's fingerprint (file size and time, sampled
+    content) and the weights' digest, so a changed input or model behind the
+    same names restarts instead of keeping stale labels.
+    """
+    import empanada_models as em
+
+    from ._readers import image_fingerprint
+
     keep = ("mode", "plane", "downsampling", "confidence_thr", "center_thr", "min_distance",
             "fine_boundaries", "semantic_only", "max_objects", "median_size", "min_size",
             "min_extent", "vote_thr", "allow_one_view", "normalize", "quantized")
     record = {k: getattr(args, k) for k in keep}
-    record["model"] = model_name
+    record["model"] = config.name
     record["input"] = str(Path(args.input).resolve())
+    record["input_fingerprint"] = image_fingerprint(image, args.input)
+    weights = em.fetch_model_file(config, quantized=args.quantized)
+    record["model_sha256"] = em.file_sha256(weights)
     return record
 
 
 def run_segment(args):
     """Handler of ``empanada segment`` (returns the exit code)."""
     from ._engine import Segmenter, resolve_model_config
-    from ._readers import check_image, iter_batch, open_image
+    from ._readers import batch_output_names, check_image, iter_batch, open_image
     from ._writers import create_output, is_complete, mark_complete, write_tiff
 
     start = time.perf_counter()
@@ -245,7 +295,7 @@ def run_segment(args):
             mode = "2d" if image.ndim == 2 else "stack"
     if mode == "batch" and not source.is_dir():
         raise ValueError(f"batch mode needs a folder of 2D images; {source} is not a folder")
-    _check_output(out_path, mode, args.overwrite)
+    _check_output(out_path, mode, args.overwrite, source)
     if args.gpus > 1 and mode not in ("stack", "ortho"):
         raise ValueError(f"--gpus > 1 splits 3D volumes (stack or ortho mode); got mode {mode}")
 
@@ -260,7 +310,7 @@ def run_segment(args):
         if _is_zarr(out_path):
             out = create_output(out_path, image.shape, np.uint32, overwrite=args.overwrite,
                                 resume=not args.overwrite,
-                                params=_run_params_record(args, config.name),
+                                params=_run_params_record(args, config, image),
                                 slice_axis={"xy": 0, "xz": 1, "yz": 2}[args.plane]
                                 if mode == "stack" else None)
             if is_complete(out):
@@ -282,9 +332,10 @@ def run_segment(args):
             items = list(iter_batch(source))
             if not items:
                 raise ValueError(f"no 2D images found in {source}")
-            for i, (name, img) in enumerate(items):
+            targets = batch_output_names([name for name, _ in items])
+            for i, ((_name, img), target) in enumerate(zip(items, targets)):
                 labels = seg.segment_image(check_image(img, ndim=2))
-                target = out_path / f"{Path(name).stem}_labels.tif"
+                target = out_path / target
                 write_tiff(target, labels, overwrite=args.overwrite)
                 written.append(str(target))
                 for k, v in _summary(labels, div, class_names).items():

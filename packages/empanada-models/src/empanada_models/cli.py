@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import textwrap
+import warnings
 
 from ._bundle import BundleError, export_bundle, import_bundle
 from ._config import ConfigError
@@ -264,6 +265,29 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help, --version or a usage error
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning()
+        return _run(args)
+
+
+def _one_line_warning():
+    """A ``warnings.showwarning`` that prints each message once, on one line.
+
+    Python's default prints the warning's source file and line, once per place
+    it is raised from; a command-line user wants the message only.
+    """
+    seen = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"empanada: warning: {text}", file=sys.stderr)
+
+    return show
+
+
+def _run(args):
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
