@@ -455,6 +455,7 @@ class Segmenter:
         with torch.inference_mode(), autocast:
             out = self.model(x, render_steps, bool(self.params.fine_boundaries))
         logits = out["sem_logits"].float()
+        _check_classes(logits.shape[1], self.config)
         prob = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
         return prob, out["ctr_hmp"].float()[:, 0], out["offsets"].float()
 
@@ -667,6 +668,28 @@ class Segmenter:
         consensus = ortho_merge(stacks, params, self.config, out=out,
                                 thing_list=self.thing_list)
         return (consensus, stacks) if return_stacks else consensus
+
+
+def _check_classes(channels, config):
+    """The config's classes must be outputs of the network (else results are silently empty).
+
+    One channel is a binary network (sigmoid) with one class; C > 1 channels are
+    softmax scores of background and classes 1 .. C-1.
+    """
+    labels = tuple(config.labels)
+    if channels == 1:
+        if len(labels) != 1:
+            raise ValueError(
+                f"model {config.name!r}: its config lists {len(labels)} classes (labels "
+                f"{list(labels)}) but the network has 1 output channel (one class); fix "
+                f"`labels`, `class_names` and `thing_list` in {config.source or 'the config'}"
+            )
+    elif max(labels) >= channels:
+        raise ValueError(
+            f"model {config.name!r}: its config lists class {max(labels)} but the network "
+            f"has {channels} output channels (background and classes 1..{channels - 1}); "
+            f"fix `labels` in {config.source or 'the config'}"
+        )
 
 
 def _fit_min_extent(params, shape):

@@ -34,6 +34,8 @@ _EXPORTS = {
     "calibration_batches_from_images": "_quantize",
     # configs
     "ConfigError": "_config",
+    "load_yaml": "_config",
+    "ARCHITECTURES": "_config",
     "ModelConfig": "_config",
     "Norms": "_config",
     # registry
@@ -42,6 +44,8 @@ _EXPORTS = {
     "get_default_model": "_registry",
     "list_models": "_registry",
     "get_model_config": "_registry",
+    "check_model_file": "_registry",
+    "WeightsFileError": "_registry",
     "load_model": "_registry",
     "register_model": "_registry",
     "model_info": "_registry",

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from ._config import ConfigError, ModelConfig, atomic_output
+from ._config import ConfigError, ModelConfig, atomic_output, load_yaml
 from ._registry import (
     ChecksumError,
     ModelExistsError,
@@ -35,6 +35,7 @@ from ._registry import (
     _discover,
     _register,
     _resolve_config,
+    check_model_file,
     fetch_model_file,
     file_sha256,
     models_dir,
@@ -100,10 +101,12 @@ def export_bundle(name_or_config, out_path, *, overwrite: bool = False,
         raise FileExistsError(f"{out} already exists; choose another name or overwrite it "
                               f"(overwrite=True, --force)")
     stem = _bundle_stem(out)
-    weights = fetch_model_file(config, progress=progress)
+    weights = check_model_file(fetch_model_file(config, progress=progress),
+                               what=f"model file of {config.name!r}")
     quantized = None
     if config.model_quantized is not None:
-        quantized = fetch_model_file(config, quantized=True, progress=progress)
+        quantized = check_model_file(fetch_model_file(config, quantized=True, progress=progress),
+                                     what=f"quantized model file of {config.name!r}")
     inner = dataclasses.replace(
         config,
         model=f"{stem}.pth",
@@ -208,15 +211,12 @@ def import_bundle(path, *, name: str | None = None, force: bool = False,
     stem = _bundle_stem(bundle)
     name = _check_name(name if name is not None else stem)
     home_models = models_dir()
-    targets = [home_models / f"{name}.pth", home_models / f"{name}_quantized.pth"]
-    if not force:
-        if name in _discover():
-            raise ModelExistsError(f"a model named {name!r} is already registered; pass "
-                                   f"another name (--name) or force=True (--force)")
-        taken = [str(t) for t in targets if t.exists()]
-        if taken:
-            raise ModelExistsError(f"weight files for {name!r} already exist: "
-                                   f"{', '.join(taken)}; pass --name or --force")
+    if not force and name in _discover():
+        raise ModelExistsError(f"a model named {name!r} is already registered; pass "
+                               f"another name (--name) or force=True (--force)")
+    # Weight files of an unregistered name are left over from an import that was
+    # killed after moving them and before writing the config (no config refers to
+    # <home>/models/<name>.pth but <name>'s): they are replaced, not a reason to refuse.
     try:
         zf = zipfile.ZipFile(bundle)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -241,7 +241,7 @@ def import_bundle(path, *, name: str | None = None, force: bool = False,
         if members[member].file_size > _MAX_CONFIG_BYTES:
             raise BundleError(f"{bundle}: config {member!r} is over {_MAX_CONFIG_BYTES} bytes")
         try:
-            data = yaml.safe_load(zf.read(member).decode("utf-8"))
+            data = load_yaml(zf.read(member).decode("utf-8"))
             config = ModelConfig.from_dict(data, name=name)
         except (yaml.YAMLError, UnicodeDecodeError, ConfigError) as exc:
             raise BundleError(f"{bundle}: invalid config {member!r}: {exc}") from exc

@@ -21,7 +21,7 @@ key                    value
 =====================  ============================================================
 
 Unknown keys are kept in :attr:`ModelConfig.extra` and written back unchanged.
-Only ``yaml.safe_load`` is used. This module does not import torch.
+YAML is read by :func:`load_yaml` only (safe loading, aliases refused). This module does not import torch.
 """
 
 from __future__ import annotations
@@ -41,8 +41,11 @@ from typing import Any, NamedTuple
 
 import yaml
 
-__all__ = ["ConfigError", "ModelConfig", "Norms"]
+__all__ = ["ARCHITECTURES", "ConfigError", "ModelConfig", "Norms", "load_yaml"]
 
+#: Architecture names a config's ``arch`` may give (the builders of
+#: :func:`empanada_models.build_model`; kept here so configs validate without torch).
+ARCHITECTURES = ("PanopticDeepLab", "PanopticDeepLabPR", "PanopticBiFPN", "PanopticBiFPNPR")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _REQUIRED = ("model", "norms", "padding_factor", "thing_list", "labels", "class_names")
 _KNOWN = (
@@ -67,6 +70,50 @@ class Norms(NamedTuple):
 
     mean: float
     std: float
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``).
+
+    A handful of nested aliases expands into billions of nodes when the data is
+    walked (a "billion laughs" file), and no config needs them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            mark = event.start_mark
+            raise yaml.YAMLError(
+                f"YAML aliases (*{event.anchor}) are not allowed in empanada configs "
+                f"(line {mark.line + 1}); write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str):
+    """Parse YAML config text safely: plain data only, no tags, no aliases.
+
+    Parameters
+    ----------
+    text : str
+        The YAML document.
+
+    Returns
+    -------
+    object
+        Plain dicts, lists, strings and numbers (None for an empty document).
+
+    Raises
+    ------
+    yaml.YAMLError
+        Invalid YAML, a Python tag, or an alias.
+
+    Examples
+    --------
+    >>> load_yaml("a: 1\nb: [x, y]")
+    {'a': 1, 'b': ['x', 'y']}
+    """
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _where(source, name) -> str:
@@ -297,6 +344,10 @@ class ModelConfig:
         set_(self, "arch_params", _as_mapping(self.arch_params, "MODEL", where))
         if self.arch is not None and not isinstance(self.arch, str):
             raise _fail(where, "arch", "a string or null", self.arch)
+        for key, arch in (("arch", self.arch),
+                          ("MODEL.arch", (self.arch_params or {}).get("arch"))):
+            if arch is not None and arch not in ARCHITECTURES:
+                raise _fail(where, key, f"one of {', '.join(ARCHITECTURES)}", arch)
         set_(self, "sha256", _as_digest(self.sha256, "sha256", where))
         set_(self, "sha256_quantized",
              _as_digest(self.sha256_quantized, "sha256_quantized", where))
@@ -385,7 +436,7 @@ class ModelConfig:
 
     @classmethod
     def from_yaml(cls, path, *, name: str | None = None) -> ModelConfig:
-        """Read and validate a config file (``yaml.safe_load`` only).
+        """Read and validate a config file (:func:`load_yaml`: safe, no aliases).
 
         Parameters
         ----------
@@ -408,7 +459,7 @@ class ModelConfig:
         path = Path(path).expanduser().absolute()
         text = path.read_text(encoding="utf-8")
         try:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not a valid YAML file: {exc}") from exc
         return cls.from_dict(data, name=name or path.stem, source=path)

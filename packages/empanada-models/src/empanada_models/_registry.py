@@ -49,6 +49,8 @@ __all__ = [
     "file_sha256",
     "get_default_model",
     "get_model_config",
+    "check_model_file",
+    "WeightsFileError",
     "list_models",
     "load_model",
     "model_info",
@@ -493,6 +495,63 @@ def _fetch(url: str, dest: Path, *, expected: str | None, progress, what: str,
 # ---------------------------------------------------------------------------- loading
 
 
+class WeightsFileError(ValueError):
+    """A weights file that is not a loadable TorchScript model."""
+
+
+def check_model_file(path, *, what: str = "model file") -> Path:
+    """Check that a file is a TorchScript model before it is registered or shipped.
+
+    The file's zip layout is read first, without unpickling anything: a plain
+    pickle, a ``torch.save`` state dict, random bytes and truncated files are
+    refused there. The model is then loaded with ``torch.jit.load`` (which
+    runs no Python code from the file) to catch damaged archives.
+
+    Parameters
+    ----------
+    path : path-like
+        The weights file.
+    what : str
+        How to name the file in messages.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    WeightsFileError
+        Not a TorchScript model (the message says why).
+    """
+    import zipfile
+
+    path = Path(os.fspath(path)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    hint = ("empanada models are TorchScript files saved with torch.jit.save (the original's "
+            ".pth files are); export a trained model with `empanada models export` or "
+            "empanada_models.export_torchscript")
+    if not zipfile.is_zipfile(path):
+        raise WeightsFileError(f"{what} {path} is not a TorchScript model (not a zip "
+                               f"archive: truncated, a plain pickle or another format); {hint}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise WeightsFileError(f"{what} {path} is damaged ({exc}); {hint}") from None
+    layout = {n.split("/", 1)[1].split("/", 1)[0] for n in names if "/" in n}
+    if not {"data.pkl", "code", "constants.pkl"} <= layout:
+        kind = "a torch.save checkpoint or state dict" if "data.pkl" in layout else "an archive"
+        raise WeightsFileError(f"{what} {path} is {kind}, not a TorchScript model; {hint}")
+    try:
+        _jit_load(path, "cpu")
+    except RuntimeError as exc:
+        raise WeightsFileError(f"{what} {path} does not load: {exc}") from None
+    return path
+
+
 def _jit_load(path: Path, device):
     import torch
 
@@ -600,6 +659,7 @@ def _place_weights(name, given, dest: Path, config_source: str | None, config_di
             return where, None
         if not where.is_file():
             raise FileNotFoundError(f"{key} file for {name!r} not found: {where}")
+        check_model_file(where, what=f"{key} file for {name!r}")
         same = dest.exists() and os.path.samefile(where, dest)
         digest = file_sha256(dest) if same else _copy_hashed(where, dest, move=move)
         return str(dest), digest

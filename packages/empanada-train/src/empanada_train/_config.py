@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from empanada_models import load_yaml
+
 __all__ = [
     "DEFAULTS",
     "FINETUNE_LAYERS",
@@ -284,7 +286,7 @@ def _read_yaml(path, seen=()):
     if path in seen:
         raise TrainConfigError(f"{path}: `BASE` inheritance loops back to this file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise TrainConfigError(f"{path}: not a valid YAML file: {exc}") from exc
     if data is None:

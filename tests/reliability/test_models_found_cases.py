@@ -1,0 +1,133 @@
+"""Model configs, weights and bundles from strangers (issue: reliability, part 0)."""
+
+import pickle
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import empanada_models as em  # noqa: E402
+from empanada_models.testing import write_test_model  # noqa: E402
+
+# 9**8 = 43 million strings when walked: seconds to minutes before the fix
+_ALIAS_BOMB = "\n".join(
+    ["bomb:", '  a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    + [f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+)
+
+
+class _Payload:
+    """Unpickling this would create a file: proof that nothing ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPANADA_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_alias_bomb_config_is_refused_at_once(tmp_path, home):
+    good = write_test_model(tmp_path, "Blob")
+    bomb = tmp_path / "Bomb.yaml"
+    bomb.write_text(good.read_text() + "\n" + _ALIAS_BOMB + "\n")
+    start = time.perf_counter()
+    with pytest.raises(em.ConfigError, match="aliases"):
+        em.ModelConfig.from_yaml(bomb)
+    assert time.perf_counter() - start < 5  # a bound far above the ~ms it takes
+
+
+def test_alias_bomb_in_the_model_home_does_not_slow_other_models(tmp_path, home, capsys):
+    from empanada_models.cli import main
+
+    (home / "configs").mkdir(parents=True)
+    good = write_test_model(tmp_path, "Blob")
+    (home / "configs" / "Bomb.yaml").write_text(good.read_text() + "\n" + _ALIAS_BOMB + "\n")
+    start = time.perf_counter()
+    assert main(["models", "list"]) == 0
+    assert time.perf_counter() - start < 5
+    assert "aliases" in capsys.readouterr().out  # listed as invalid, not parsed for minutes
+
+
+def test_alias_bomb_bundle_is_refused(tmp_path, home):
+    good = write_test_model(tmp_path, "Blob")
+    bundle = tmp_path / "Bomb.empanada"
+    with zipfile.ZipFile(bundle, "w") as zf:
+        zf.writestr("Bomb.yaml", good.read_text().replace("Blob.pth", "Bomb.pth")
+                    + "\n" + _ALIAS_BOMB + "\n")
+        zf.write(tmp_path / "Blob.pth", "Bomb.pth")
+    with pytest.raises(em.BundleError, match="aliases"):
+        em.import_bundle(bundle)
+
+
+@pytest.mark.parametrize("kind", ["random", "pickle", "state_dict", "truncated"])
+def test_register_refuses_files_that_are_not_torchscript(tmp_path, home, kind):
+    config = write_test_model(tmp_path, "Blob")
+    bad = tmp_path / f"{kind}.pth"
+    marker = tmp_path / "payload-ran"
+    if kind == "random":
+        bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "pickle":
+        bad.write_bytes(pickle.dumps(_Payload(str(marker))))
+    elif kind == "state_dict":
+        torch.save({"w": torch.zeros(3)}, bad)
+    else:
+        data = (tmp_path / "Blob.pth").read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(em.WeightsFileError, match="not a TorchScript|damaged|does not load"):
+        em.register_model("Bad", config, model_file=bad)
+    assert not marker.exists()
+    assert "Bad" not in em.list_models()
+    assert not (home / "models" / "Bad.pth").exists()
+
+
+def test_export_refuses_a_broken_model_file(tmp_path, home):
+    config = write_test_model(tmp_path, "Blob")
+    (tmp_path / "Blob.pth").write_bytes(b"\x00" * 100)  # damaged after registration
+    with pytest.raises(em.WeightsFileError):
+        em.export_bundle(config, tmp_path / "out.empanada")
+    assert not (tmp_path / "out.empanada").exists()
+
+
+def test_left_over_weights_of_a_killed_import_do_not_block_it(tmp_path, home):
+    config = write_test_model(tmp_path, "Blob")
+    bundle = em.export_bundle(config, tmp_path / "Mine.empanada")
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "Mine.pth").write_bytes(b"half a move")  # no config: a killed import
+    imported = em.import_bundle(bundle)
+    assert imported.name == "Mine"
+    em.load_model("Mine")
+
+
+def test_unknown_architecture_is_refused(tmp_path):
+    config = write_test_model(tmp_path, "Blob")
+    text = config.read_text() + "\narch: PanopticDeepLabXL\n"
+    config.write_text(text)
+    with pytest.raises(em.ConfigError, match="PanopticDeepLabXL"):
+        em.ModelConfig.from_yaml(config)
+
+
+def test_architecture_names_are_the_builders():
+    from empanada_models._builders import _ARCHITECTURES
+
+    assert set(_ARCHITECTURES) == set(em.ARCHITECTURES)
+
+
+def test_config_with_more_classes_than_the_network_fails_clearly(tmp_path):
+    import empanada_infer as ei
+
+    config_path = write_test_model(tmp_path, "Blob")
+    data = em.load_yaml(config_path.read_text())
+    data.update(labels=[1, 2], thing_list=[1, 2], class_names={1: "mito", 2: "nuc"})
+    config = em.ModelConfig.from_dict(data, name="Blob2", source=tmp_path / "Blob.yaml")
+    seg = ei.Segmenter(em.load_model(config), config, device="cpu")
+    with pytest.raises(ValueError, match="2 classes .* 1 output channel"):
+        seg.segment_image(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
