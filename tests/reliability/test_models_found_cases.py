@@ -1,5 +1,6 @@
 """Model configs, weights and bundles from strangers (issue: reliability, part 0)."""
 
+import os
 import pickle
 import time
 import zipfile
@@ -100,8 +101,15 @@ def test_export_refuses_a_broken_model_file(tmp_path, home):
 def test_left_over_weights_of_a_killed_import_do_not_block_it(tmp_path, home):
     config = write_test_model(tmp_path, "Blob")
     bundle = em.export_bundle(config, tmp_path / "Mine.empanada")
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
     (home / "models").mkdir(parents=True)
-    (home / "models" / "Mine.pth").write_bytes(b"half a move")  # no config: a killed import
+    # what an import killed after moving the weights and before writing the config leaves
+    (home / "models" / f".import-Mine.{int(dead.stdout)}-0123456789ab").mkdir()
+    (home / "models" / "Mine.pth").write_bytes(b"half a move")
     imported = em.import_bundle(bundle)
     assert imported.name == "Mine"
     em.load_model("Mine")
@@ -131,3 +139,87 @@ def test_config_with_more_classes_than_the_network_fails_clearly(tmp_path):
     seg = ei.Segmenter(em.load_model(config), config, device="cpu")
     with pytest.raises(ValueError, match="2 classes .* 1 output channel"):
         seg.segment_image(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+
+
+# ------------------------------------------------------------------- downloads
+
+class _TrickleServer:
+    """HTTP on 127.0.0.1 that sends headers, then a few bytes every `every` seconds."""
+
+    def __init__(self, every=0.1, chunk=b"x" * 8, declared=100_000, max_seconds=20):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(declared))
+                self.end_headers()
+                deadline = time.monotonic() + max_seconds  # bounded, stops by itself
+                try:
+                    while time.monotonic() < deadline:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        time.sleep(every)
+                except OSError:  # the client gave up
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_trickling_download_fails_and_leaves_no_temp_file(home, monkeypatch):
+    import empanada_models._registry as registry
+
+    monkeypatch.setattr(registry, "_STALL_WINDOW_S", 0.5)
+    monkeypatch.setattr(registry, "_STALL_MIN_BYTES", 1000)
+    server = _TrickleServer()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(em.ModelDownloadError, match="stalled"):
+            em.download_file(server.url("slow.pth"), what="test weights")
+        assert time.perf_counter() - start < 10
+    finally:
+        server.close()
+    assert [p.name for p in em.cache_dir().iterdir()] == []
+
+
+def test_temp_file_of_a_killed_download_is_cleaned_up(home, monkeypatch):
+    import subprocess
+    import sys
+
+    import empanada_models._registry as registry
+
+    monkeypatch.setattr(registry, "_STALL_WINDOW_S", 0.3)
+    monkeypatch.setattr(registry, "_STALL_MIN_BYTES", 10**9)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    pid = int(dead.stdout)
+    server = _TrickleServer()
+    try:
+        url = server.url("w.pth")
+        dest = registry._cache_path(url)
+        dest.parent.mkdir(parents=True)
+        left = dest.with_name(f".{dest.name}.{pid}-0123456789ab.tmp")  # a killed writer's
+        left.write_bytes(b"partial")
+        live = dest.with_name(f".{dest.name}.{os.getpid()}-0123456789ab.tmp")  # ours: kept
+        live.write_bytes(b"in progress")
+        with pytest.raises(em.ModelDownloadError):
+            em.download_file(url)
+    finally:
+        server.close()
+    assert not left.exists()
+    assert live.exists()

@@ -76,3 +76,31 @@ def test_torch_tensors():
     stack = torch.rand(6, 1, 4, 4)
     got = torch.stack(list(ec.median_filter_stack(list(stack), 3)))
     np.testing.assert_allclose(got.numpy(), np.stack(reference(stack.numpy(), 3)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 12), size=st.sampled_from([1, 3, 5]), data=st.data())
+def test_started_filter_equals_the_full_run_from_start_plus_radius(n, size, data):
+    rng = np.random.default_rng(n * 7 + size)
+    slices = [rng.random((2, 3)) for _ in range(n)]
+    resume_at = data.draw(st.integers(0, n - 1))
+    radius = size // 2
+    first = max(0, resume_at - radius)
+    f = ec.MedianFilter(size)
+    full = {}
+    for s in slices:
+        full.update({i: v for i, v, _ in f.push(s)})
+    full.update({i: v for i, v, _ in f.finish()})
+    g = ec.MedianFilter(size, start=first)
+    part = {}
+    for s in slices[first:]:
+        part.update({i: v for i, v, _ in g.push(s)})
+    part.update({i: v for i, v, _ in g.finish()})
+    assert sorted(part) == list(range(first, n))
+    for i in range(resume_at, n):
+        np.testing.assert_array_equal(part[i], full[i])
+
+
+def test_start_must_be_a_non_negative_integer():
+    with pytest.raises(ValueError, match="start"):
+        ec.MedianFilter(3, start=-1)

@@ -46,6 +46,11 @@ class MedianFilter:
     ----------
     size : int
         Odd window length (1, 3, 5, ...). 1 passes slices through.
+    start : int, optional
+        Index of the first slice pushed (default 0), to filter the end of a
+        stack from slice ``start`` on: slices from ``start + size // 2`` on get
+        the same values as in a run over the whole stack (a resumed run pushes
+        from ``k - size // 2`` to redo slices ``k, k + 1, ...``).
 
     Notes
     -----
@@ -67,16 +72,19 @@ class MedianFilter:
     [(0, 0), (1, 0), (2, 9), (3, 0), (4, 0)]
     """
 
-    def __init__(self, size=3):
+    def __init__(self, size=3, *, start=0):
         self.size = check_odd_window(size, "size")
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+            raise ValueError(f"`start` must be a non-negative integer; got {start!r}")
         self._radius = self.size // 2
         self._window = deque(maxlen=self.size)  # (index, slice, payload)
-        self._next_in = 0
-        self._next_out = 0
+        self._start = int(start)
+        self._next_in = self._start
+        self._next_out = self._start
 
     def _emit(self, i, last):
         """Filtered slice ``i`` given that the last slice seen is ``last``."""
-        r = min(self._radius, i, last - i)
+        r = min(self._radius, i - self._start, last - i)
         first_held = self._window[0][0]
         window = [self._window[j - first_held][1] for j in range(i - r, i + r + 1)]
         _, raw, payload = self._window[i - first_held]
@@ -107,7 +115,7 @@ class MedianFilter:
             ready.append(self._emit(self._next_out, last=last))
             self._next_out += 1
         self._window.clear()
-        self._next_in = self._next_out = 0
+        self._next_in = self._next_out = self._start
         return ready
 
 

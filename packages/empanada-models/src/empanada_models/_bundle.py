@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import os
 import re
 import secrets
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from ._config import ConfigError, ModelConfig, atomic_output, load_yaml
+from ._config import ConfigError, ModelConfig, _process_alive, atomic_output, load_yaml
 from ._registry import (
     ChecksumError,
     ModelExistsError,
@@ -211,12 +212,16 @@ def import_bundle(path, *, name: str | None = None, force: bool = False,
     stem = _bundle_stem(bundle)
     name = _check_name(name if name is not None else stem)
     home_models = models_dir()
-    if not force and name in _discover():
-        raise ModelExistsError(f"a model named {name!r} is already registered; pass "
-                               f"another name (--name) or force=True (--force)")
-    # Weight files of an unregistered name are left over from an import that was
-    # killed after moving them and before writing the config (no config refers to
-    # <home>/models/<name>.pth but <name>'s): they are replaced, not a reason to refuse.
+    targets = [home_models / f"{name}.pth", home_models / f"{name}_quantized.pth"]
+    if not force:
+        if name in _discover():
+            raise ModelExistsError(f"a model named {name!r} is already registered; pass "
+                                   f"another name (--name) or force=True (--force)")
+        _remove_killed_import(home_models, name, targets)
+        taken = [str(t) for t in targets if t.exists()]
+        if taken:
+            raise ModelExistsError(f"weight files for {name!r} already exist: "
+                                   f"{', '.join(taken)}; pass --name or --force")
     try:
         zf = zipfile.ZipFile(bundle)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -257,7 +262,9 @@ def import_bundle(path, *, name: str | None = None, force: bool = False,
                               + (f" and {quant_member}" if quant_member else ""))
 
         home_models.mkdir(parents=True, exist_ok=True)
-        tmp = home_models / f".import-{secrets.token_hex(6)}"
+        # Removed only after the config is written: while it exists, the weights of
+        # `name` are this import's, so a killed import can be told from a user's file.
+        tmp = home_models / f".import-{name}.{os.getpid()}-{secrets.token_hex(6)}"
         tmp.mkdir()
         try:
             model_tmp = tmp / "model.pth"
@@ -272,6 +279,22 @@ def import_bundle(path, *, name: str | None = None, force: bool = False,
         finally:
             with contextlib.suppress(OSError):
                 shutil.rmtree(tmp)
+
+
+def _remove_killed_import(home_models: Path, name: str, targets) -> None:
+    """Delete what an import of ``name`` killed before writing its config left behind.
+
+    Its working folder ``.import-<name>.<pid>-<hex>`` outlives it, and the weights it
+    may already have moved to ``targets`` belong to no registered model.
+    """
+    for work in home_models.glob(f".import-{glob.escape(name)}.*-*"):
+        pid = work.name[len(f".import-{name}."):].split("-", 1)[0]
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        for target in targets:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _verify_member(path: Path, expected: str | None, bundle: Path, member: str) -> None:

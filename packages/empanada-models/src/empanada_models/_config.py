@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import glob
 import math
 import numbers
 import os
@@ -514,7 +515,8 @@ def atomic_output(path) -> Iterator[Any]:
     removed if the block raises, so ``path`` is never left half written.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # the pid lets remove_stale_temporaries tell a killed writer's file from a live one's
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -526,3 +528,41 @@ def atomic_output(path) -> Iterator[Any]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete temporary files that :func:`atomic_output` left next to ``path``.
+
+    A process killed while writing (``kill -9``, a lost node) cannot remove its
+    temporary file; files whose writer process is no longer alive are removed.
+
+    Parameters
+    ----------
+    path : path-like
+        The target file whose temporaries to look for.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*-*.tmp"):
+        pid_text = tmp.name[len(path.name) + 2:].split("-", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

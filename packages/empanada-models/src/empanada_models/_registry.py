@@ -24,6 +24,7 @@ import math
 import os
 import re
 import ssl
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -32,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from ._config import ConfigError, ModelConfig, atomic_output
+from ._config import ConfigError, ModelConfig, atomic_output, remove_stale_temporaries
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -69,6 +70,10 @@ ProgressCallback = Callable[[int, "int | None"], None]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _CHUNK = 1 << 20
 _DOWNLOAD_TIMEOUT_S = 60.0
+# A download that receives less than this many bytes in any window of this many
+# seconds has stalled (a server trickling a few bytes never hits the read timeout).
+_STALL_WINDOW_S = 60.0
+_STALL_MIN_BYTES = 64 * 1024
 
 
 class ModelNotFoundError(LookupError):
@@ -453,17 +458,29 @@ def _fetch(url: str, dest: Path, *, expected: str | None, progress, what: str,
         ) from exc
 
     def chunks():
+        window_start, window_bytes = time.monotonic(), 0
         while True:
             try:
-                chunk = response.read(_CHUNK)
+                # read1: what has arrived, so a trickle is measured, not waited for
+                chunk = response.read1(_CHUNK)
             except (OSError, http.client.HTTPException) as exc:  # lost or timed out
                 raise ModelDownloadError(
                     f"download of {what} from {url} failed part-way: {exc}. {hint}"
                 ) from exc
             if not chunk:
                 return
+            window_bytes += len(chunk)
+            now = time.monotonic()
+            if now - window_start >= _STALL_WINDOW_S:
+                if window_bytes < _STALL_MIN_BYTES:
+                    raise ModelDownloadError(
+                        f"download of {what} from {url} stalled: {window_bytes} bytes in "
+                        f"the last {now - window_start:.0f} s. {hint}"
+                    )
+                window_start, window_bytes = now, 0
             yield chunk
 
+    remove_stale_temporaries(dest)
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
