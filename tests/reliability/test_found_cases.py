@@ -92,7 +92,7 @@ def test_batch_inputs_with_one_stem_get_distinct_outputs(workdir, cli, small, vo
     for extra in ([], ["--overwrite"]):
         code, _, err = cli("segment", "b", "-o", "out", "--mode", "batch", *small, *extra)
         assert code == 0, err
-    names = sorted(p.name for p in (workdir / "out").iterdir())
+    names = sorted(p.name for p in (workdir / "out").glob("[!.]*"))
     assert names == ["cell_png_labels.tif", "cell_tif_labels.tif", "cell_tiff_labels.tif",
                      "other_labels.tif"]
     # each output is the labels of its own input
@@ -171,6 +171,46 @@ def test_batch_error_names_the_bad_file(workdir, cli, small, volume_of_blobs):
     assert code == 2
     assert "b.tif" in err
     assert "truncated or not a TIFF" in err
+    # the good images are segmented all the same
+    assert sorted(p.name for p in (workdir / "out").glob("*.tif")) == ["a_labels.tif",
+                                                                        "c_labels.tif"]
+
+
+def test_batch_resumes_and_redoes_changed_inputs(workdir, cli, small, volume_of_blobs,
+                                                 monkeypatch):
+    import empanada_infer as ei
+
+    vol = volume_of_blobs()
+    (workdir / "b").mkdir()
+    for i in range(4):
+        tifffile.imwrite(workdir / "b" / f"im{i}.tif", vol[2 * i])
+    assert cli("segment", "b", "-o", "out", *small)[0] == 0
+    tifffile.imwrite(workdir / "b" / "im2.tif", vol[11])  # changed since
+    (workdir / "out" / "im3_labels.tif").unlink()  # as if killed before it
+    done = []
+    real = ei.Segmenter.segment_image
+    monkeypatch.setattr(ei.Segmenter, "segment_image",
+                        lambda self, image, **kw: done.append(1) or real(self, image, **kw))
+    code, _, err = cli("segment", "b", "-o", "out", *small)
+    assert code == 0, err
+    assert len(done) == 2  # im2 (changed) and im3 (missing); im0 and im1 skipped
+    assert "2 image(s) already segmented" in err
+    assert cli("segment", "b/im2.tif", "-o", "im2.tif", *small)[0] == 0
+    np.testing.assert_array_equal(tifffile.imread(workdir / "out" / "im2_labels.tif"),
+                                  tifffile.imread(workdir / "im2.tif"))
+
+
+def test_batch_refuses_to_replace_results_it_did_not_make(workdir, cli, small,
+                                                          volume_of_blobs):
+    (workdir / "b").mkdir()
+    tifffile.imwrite(workdir / "b" / "a.tif", volume_of_blobs()[0])
+    (workdir / "out").mkdir()
+    (workdir / "out" / "a_labels.tif").write_bytes(b"someone's result")
+    code, _, err = cli("segment", "b", "-o", "out", *small)
+    assert code == 2
+    assert "--overwrite" in err
+    assert (workdir / "out" / "a_labels.tif").read_bytes() == b"someone's result"
+    assert cli("segment", "b", "-o", "out", "--overwrite", *small)[0] == 0
 
 
 # ------------------------------------------------------------------ short stacks

@@ -99,7 +99,7 @@ def test_ortho_with_stacks(workdir, capsys):
 def test_batch_folder_skips_stray_files(workdir, capsys):
     code, out, _ = run(capsys, "segment", "batch", "-o", "batch_out", *SMALL)
     assert code == 0
-    assert sorted(p.name for p in (workdir / "batch_out").iterdir()) == [
+    assert sorted(p.name for p in (workdir / "batch_out").glob("[!.]*")) == [
         "im0_labels.tif", "im1_labels.tif", "im2_labels.tif"
     ]
 

@@ -499,6 +499,10 @@ class Segmenter:
         if value_range is None:
             value_range = self.value_range(image)
         tile = self.params.tile_size
+        if _is_constant(image):
+            # no structure, no organelle; a network's flat output would otherwise make
+            # every pixel of its flat heatmap a centre (hundreds of objects)
+            return np.zeros(image.shape, np.uint32)
         if tile and max(image.shape) > tile:
             prob, ctr, off = self._forward_tiled(image, value_range)
             return self.postprocess(prob, ctr, off, image.shape)
@@ -553,8 +557,12 @@ class Segmenter:
                 progress(i + 1, len(images))
         return results
 
-    def iter_stack(self, volume, *, axis=0, value_range=None, should_stop=None):
+    def iter_stack(self, volume, *, axis=0, value_range=None, should_stop=None, start=0):
         """Yield ``(index, panoptic slice)`` along ``axis``, median-filtered, in order.
+
+        ``start`` skips the slices before it (a resumed run): the network then
+        runs from ``start - median_size // 2`` on, so the yielded slices equal
+        those of a run over the whole stack.
 
         On an accelerator the network runs on a background thread, a bounded
         queue ahead, so postprocessing overlaps it. On the CPU, forwards of
@@ -574,7 +582,10 @@ class Segmenter:
                       for i in range(start, min(start + batch, n))]
             return self.forward(images)
 
-        starts = range(0, n, batch)
+        if start >= n:
+            return
+        first = max(0, start - self.params.median_size // 2)
+        starts = range(first, n, batch)
         workers = _cpu_workers(self.params.cpu_workers, self.device, slice_shape)
         if _forward_in_background(self.device):
             batches = _background(map(forward_batch, starts))
@@ -582,25 +593,27 @@ class Segmenter:
             batches = _parallel_if_faster(forward_batch, starts, workers)
         else:
             batches = map(forward_batch, starts)
-        median = ec.MedianFilter(self.params.median_size)
+        median = ec.MedianFilter(self.params.median_size, start=first)
         try:
             for prob, ctr, off in batches:
                 ready = []
                 for j in range(prob.shape[0]):
                     ready += median.push(prob[j], payload=(ctr[j], off[j]))
                 for index, p, (c, o) in ready:
+                    if index >= start:
+                        _check_stop(should_stop)
+                        yield index, self.postprocess(p, c, o, slice_shape)
+            for index, p, (c, o) in median.finish():
+                if index >= start:
                     _check_stop(should_stop)
                     yield index, self.postprocess(p, c, o, slice_shape)
-            for index, p, (c, o) in median.finish():
-                _check_stop(should_stop)
-                yield index, self.postprocess(p, c, o, slice_shape)
         finally:
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
 
     def segment_stack(self, volume, out=None, *, axis=0, progress=None, should_stop=None,
-                      value_range=None):
+                      value_range=None, checkpoint=None):
         """Segment a volume slice by slice along ``axis`` and link slices into 3D objects.
 
         Parameters
@@ -614,6 +627,12 @@ class Segmenter:
         should_stop : callable, optional
             Checked between slices; when it returns True the run stops with
             :class:`InferenceCancelled`.
+        checkpoint : zarr.Array, optional
+            An array of the volume's shape made by :func:`create_output` (with
+            ``slice_axis=axis``) that keeps each slice's 2D result as soon as it
+            is computed, recorded with :func:`mark_done`. A run that was killed
+            or cancelled resumes from its first unfinished slice and gives the
+            same volume as an uninterrupted run.
 
         Returns
         -------
@@ -621,20 +640,38 @@ class Segmenter:
         """
         volume = _check_image(volume, ndim=3)
         return self._segment_stack(volume, out, _axis(axis), progress, should_stop, value_range,
-                                   _fit_min_extent(self.params, volume.shape))
+                                   _fit_min_extent(self.params, volume.shape), checkpoint)
 
-    def _segment_stack(self, volume, out, axis, progress, should_stop, value_range, p):
+    def _segment_stack(self, volume, out, axis, progress, should_stop, value_range, p,
+                       checkpoint=None):
+        from ._writers import done_keys, mark_done
+
         blank = out is None
         if blank:
             out = np.zeros(volume.shape, dtype=np.uint32)
+        n = volume.shape[axis]
+        resume_at = 0
+        if checkpoint is not None:
+            if tuple(checkpoint.shape) != tuple(volume.shape):
+                raise ValueError(f"`checkpoint` has shape {tuple(checkpoint.shape)}; the "
+                                 f"volume has {tuple(volume.shape)}")
+            done = {k for k in done_keys(checkpoint) if isinstance(k, int)}
+            while resume_at in done:
+                resume_at += 1
         assembler = ec.StackAssembler(
             out, axis=axis, label_divisor=p.label_divisor, thing_list=self.thing_list,
             min_size=p.min_size, min_extent=p.min_extent, on_overflow=p.on_overflow,
             out_is_blank=blank,
         )
-        n = volume.shape[axis]
+        for index in range(resume_at):  # finished before: read back, not recomputed
+            assembler.push(np.asarray(_take(checkpoint, index, axis)))
+        if resume_at and progress is not None:
+            progress(resume_at, n)
         for index, pan in self.iter_stack(volume, axis=axis, value_range=value_range,
-                                          should_stop=should_stop):
+                                          should_stop=should_stop, start=resume_at):
+            if checkpoint is not None:
+                _put(checkpoint, index, axis, pan)
+                mark_done(checkpoint, index)
             assembler.push(pan)
             if progress is not None:
                 progress(index + 1, n)
@@ -642,8 +679,14 @@ class Segmenter:
         return out
 
     def segment_orthoplanes(self, volume, out=None, *, return_stacks=False, progress=None,
-                            should_stop=None):
+                            should_stop=None, checkpoints=None):
         """Segment along xy, xz and yz and keep what the views agree on.
+
+        Parameters
+        ----------
+        checkpoints : dict of {'xy', 'xz', 'yz': zarr.Array}, optional
+            One checkpoint per plane (see :meth:`segment_stack`), so a killed or
+            cancelled run resumes from the first unfinished slice of each plane.
 
         Returns
         -------
@@ -654,17 +697,23 @@ class Segmenter:
         value_range = self.value_range(volume)
         stacks = {}
         n_total = sum(volume.shape)
-        done = [0]
-
-        def step(_i, _n):
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], n_total)
+        done = dict.fromkeys(PLANES, 0)
+        checkpoints = checkpoints or {}
+        unknown = set(checkpoints) - set(PLANES)
+        if unknown:
+            raise ValueError(f"`checkpoints` keys must be among {sorted(PLANES)}; got "
+                             f"{sorted(unknown)}")
 
         params = _fit_min_extent(self.params, volume.shape)
         for name, axis in PLANES.items():
+
+            def step(i, _n, name=name):
+                done[name] = i
+                if progress is not None:
+                    progress(sum(done.values()), n_total)
+
             stacks[name] = self._segment_stack(volume, None, axis, step, should_stop,
-                                               value_range, params)
+                                               value_range, params, checkpoints.get(name))
         consensus = ortho_merge(stacks, params, self.config, out=out,
                                 thing_list=self.thing_list)
         return (consensus, stacks) if return_stacks else consensus
@@ -702,7 +751,8 @@ def _fit_min_extent(params, shape):
     if params.min_extent <= smallest:
         return params
     warnings.warn(
-        f"the volume {tuple(int(n) for n in shape)} is only {smallest} voxels along one "
+        f"the volume {tuple(int(n) for n in shape)} is only {smallest} voxel"
+        f"{'s' if smallest != 1 else ''} along one "
         f"axis, less than min_extent={params.min_extent} (--min-extent), which would "
         f"remove every object; using min_extent={smallest} for this volume",
         stacklevel=3,
@@ -932,6 +982,17 @@ def _take(volume, i, axis):
     index = [slice(None)] * 3
     index[axis] = i
     return np.asarray(volume[tuple(index)])
+
+
+def _is_constant(image):
+    image = np.asarray(image)
+    return image.size > 0 and image.min() == image.max()
+
+
+def _put(volume, i, axis, values):
+    index = [slice(None)] * 3
+    index[axis] = i
+    volume[tuple(index)] = values
 
 
 def _check_stop(should_stop):

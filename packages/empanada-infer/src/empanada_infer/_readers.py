@@ -564,6 +564,9 @@ def check_image(image, *, ndim=(2, 3), arg_name="image"):
         hint = ""
         if len(shape) > max(allowed) and 1 in shape:
             hint = "; it has singleton axes: drop them with np.squeeze(image)"
+        elif allowed == (2,) and len(shape) == 3:
+            hint = (f"; it is a stack of {shape[0]} slices: segment it as a volume (stack or "
+                    "ortho mode, --mode stack) or pick one slice")
         elif len(shape) > max(allowed):
             hint = "; pick one channel or time point first"
         raise TypeError(f"`{arg_name}` must be {want}; got {len(shape)}D, shape {shape}{hint}")

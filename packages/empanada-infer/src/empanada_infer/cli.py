@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -190,9 +191,21 @@ def _params(args):
     )
 
 
+def _present_ids(labels, slab_bytes=1 << 26):
+    """Sorted nonzero ids of a label array, read slab by slab (a zarr output is not
+    loaded whole: the summary must not need 10 bytes per voxel)."""
+    if isinstance(labels, np.ndarray) or labels.ndim < 3:
+        ids = np.unique(np.asarray(labels))
+        return ids[ids > 0]
+    per_slice = max(1, int(np.prod(labels.shape[1:])) * np.dtype(labels.dtype).itemsize)
+    step = max(1, slab_bytes // per_slice)
+    found = [np.unique(np.asarray(labels[z:z + step])) for z in range(0, labels.shape[0], step)]
+    ids = np.unique(np.concatenate(found)) if found else np.zeros(0, labels.dtype)
+    return ids[ids > 0]
+
+
 def _summary(labels, divisor, class_names):
-    ids = np.unique(np.asarray(labels))
-    ids = ids[ids > 0]
+    ids = _present_ids(labels)
     counts = {}
     for class_id, name in class_names.items():
         in_class = ids[ids // divisor == class_id]
@@ -267,7 +280,8 @@ def _run_params_record(args, config, image):
     record = {k: getattr(args, k) for k in keep}
     record["model"] = config.name
     record["input"] = str(Path(args.input).resolve())
-    record["input_fingerprint"] = image_fingerprint(image, args.input)
+    if image is not None:
+        record["input_fingerprint"] = image_fingerprint(image, args.input)
     weights = em.fetch_model_file(config, quantized=args.quantized)
     record["model_sha256"] = em.file_sha256(weights)
     return record
@@ -276,7 +290,7 @@ def _run_params_record(args, config, image):
 def run_segment(args):
     """Handler of ``empanada segment`` (returns the exit code)."""
     from ._engine import Segmenter, resolve_model_config
-    from ._readers import batch_output_names, check_image, iter_batch, open_image
+    from ._readers import check_image, open_image
     from ._writers import create_output, is_complete, mark_complete, write_tiff
 
     start = time.perf_counter()
@@ -303,22 +317,24 @@ def run_segment(args):
     class_names = dict(config.class_names)
     div = params.label_divisor
     out = None
+    checkpoints = None
     if mode != "batch":
         if image is None:
             image = open_image(source, key=args.key, level=args.level)
-        image = check_image(image, ndim=2 if mode == "2d" else 3)
+        image = check_image(image, ndim=2 if mode == "2d" else 3, arg_name=str(source))
         if _is_zarr(out_path):
+            record = _run_params_record(args, config, image)
             out = create_output(out_path, image.shape, np.uint32, overwrite=args.overwrite,
-                                resume=not args.overwrite,
-                                params=_run_params_record(args, config, image),
-                                slice_axis={"xy": 0, "xz": 1, "yz": 2}[args.plane]
-                                if mode == "stack" else None)
+                                resume=not args.overwrite, params=record,
+                                slice_axis=_AXES[args.plane] if mode == "stack" else None)
             if is_complete(out):
                 # a finished run: report it without loading the model
                 _report(args, source, str(out_path), mode, config.name,
                         _summary(out, div, class_names), time.perf_counter() - start,
                         already_complete=True)
                 return 0
+            if mode in ("stack", "ortho") and args.gpus == 1:
+                checkpoints = _checkpoints(out_path, image.shape, mode, args, record)
 
     seg = Segmenter.from_registry(config, params, device=args.device,
                                   quantized=args.quantized)
@@ -327,25 +343,14 @@ def run_segment(args):
     bar = _Bar(args.quiet, desc=f"{mode} {args.plane if mode == 'stack' else ''}".strip())
     try:
         if mode == "batch":
-            out_path.mkdir(parents=True, exist_ok=True)
-            totals = dict.fromkeys(class_names.values(), 0)
-            items = list(iter_batch(source))
-            if not items:
-                raise ValueError(f"no 2D images found in {source}")
-            targets = batch_output_names([name for name, _ in items])
-            for i, ((_name, img), target) in enumerate(zip(items, targets)):
-                labels = seg.segment_image(check_image(img, ndim=2))
-                target = out_path / target
-                write_tiff(target, labels, overwrite=args.overwrite)
-                written.append(str(target))
-                for k, v in _summary(labels, div, class_names).items():
-                    totals[k] += v
-                bar(i + 1, len(items))
-            counts = totals
+            counts, failed = _run_batch(seg, source, out_path, args, config, class_names,
+                                        written, bar)
         else:
             if out is not None:
-                labels = _segment_into(seg, image, mode, args, out, bar, out_path)
+                labels = _segment_into(seg, image, mode, args, out, bar, out_path, checkpoints)
                 mark_complete(out)
+                if checkpoints:  # the labels are complete: the per-slice results can go
+                    shutil.rmtree(_checkpoint_path(out_path), ignore_errors=True)
             else:
                 labels = _segment_into(seg, image, mode, args, None, bar, out_path)
                 write_tiff(out_path, labels, overwrite=args.overwrite)
@@ -357,7 +362,100 @@ def run_segment(args):
     output = written if mode == "batch" else written[0]
     _report(args, source, output, mode, config.name, counts, time.perf_counter() - start,
             shown=out_path if mode == "batch" else output)
+    if mode == "batch" and failed:
+        shown = "; ".join(f"{name}: {reason}" for name, reason in failed[:10])
+        more = f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
+        print(f"empanada: error: {len(failed)} image(s) of {source} could not be segmented "
+              f"and were skipped: {shown}{more}", file=sys.stderr)
+        return 2
     return 0
+
+
+_BATCH_RECORD = ".empanada-batch.json"
+
+
+def _run_batch(seg, source, out_path, args, config, class_names, written, bar):
+    """Segment every 2D image of a folder; one bad image is reported, not fatal.
+
+    Each result is written atomically and recorded in ``<out>/.empanada-batch.json``
+    with its input's fingerprint and the run's settings, so an interrupted batch run
+    resumes: images whose result is recorded for the same input and settings are
+    skipped, results of changed inputs are redone, and a file the record does not
+    know (another run's, someone's) is replaced only with --overwrite.
+    """
+    from ._readers import (
+        _list_batch,
+        batch_output_names,
+        check_image,
+        image_fingerprint,
+        open_image,
+    )
+    from ._writers import write_tiff
+
+    files = _list_batch(source)
+    targets = [out_path / t for t in batch_output_names([f.name for f in files])]
+    settings = _run_params_record(args, config, None)
+    record_path = out_path / _BATCH_RECORD
+    record = _read_batch_record(record_path)
+    if record.get("settings") != settings:
+        record = {"settings": settings, "done": {}}
+    div = seg.params.label_divisor
+    totals = dict.fromkeys(class_names.values(), 0)
+    plan, skipped, failed = [], 0, []
+    for path, target in zip(files, targets):
+        try:
+            image = check_image(open_image(path), ndim=2, arg_name=str(path))
+            fingerprint = image_fingerprint(image, path)
+        except (ValueError, TypeError, OSError) as err:
+            failed.append((path.name, str(err)))
+            continue
+        if target.exists() and record["done"].get(target.name) == fingerprint:
+            skipped += 1
+            written.append(str(target))
+            continue
+        plan.append((path, image, fingerprint, target))
+    # results this run's settings made from an earlier version of their input are
+    # replaced; files the record does not know are someone else's
+    clash = [t.name for _, _, _, t in plan if t.exists() and t.name not in record["done"]]
+    if clash and not args.overwrite:
+        raise FileExistsError(
+            f"{out_path} already holds {', '.join(clash[:5])}"
+            f"{' and more' if len(clash) > 5 else ''}, not from this input with these "
+            "settings; pass --overwrite to replace them, or choose another -o/--output"
+        )
+    out_path.mkdir(parents=True, exist_ok=True)
+    for i, (path, image, fingerprint, target) in enumerate(plan):
+        try:
+            labels = seg.segment_image(image)
+        except (ValueError, TypeError) as err:
+            failed.append((path.name, str(err)))
+            continue
+        write_tiff(target, labels, overwrite=True)
+        record["done"][target.name] = fingerprint
+        _write_batch_record(record_path, record)
+        written.append(str(target))
+        for k, v in _summary(labels, div, class_names).items():
+            totals[k] += v
+        bar(skipped + i + 1, skipped + len(plan))
+    if skipped:
+        print(f"{skipped} image(s) already segmented with these settings were skipped",
+              file=sys.stderr)
+    return totals, failed
+
+
+def _read_batch_record(path):
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and isinstance(record.get("done"), dict) else {}
+
+
+def _write_batch_record(path, record):
+    from empanada_models import atomic_output
+
+    with atomic_output(path) as f:
+        f.write(json.dumps(record, indent=1).encode())
 
 
 def _report(args, source, output, mode, model, counts, elapsed, *, shown=None,
@@ -379,9 +477,29 @@ def _report(args, source, output, mode, model, counts, elapsed, *, shown=None,
               f"-> {shown}")
 
 
-def _segment_into(seg, image, mode, args, out, bar, out_path):
+_AXES = {"xy": 0, "xz": 1, "yz": 2}
+
+
+def _checkpoint_path(out_path):
+    """Where a zarr run keeps each finished slice until its labels are complete."""
+    return out_path.with_name(f"{out_path.name.rstrip('/')}.slices.zarr")
+
+
+def _checkpoints(out_path, shape, mode, args, record):
+    """Per-plane arrays of finished 2D slices, so a killed run resumes where it was."""
+    from ._writers import create_output
+
+    planes = [args.plane] if mode == "stack" else list(_AXES)
+    return {plane: create_output(_checkpoint_path(out_path), shape, np.uint32, name=plane,
+                                 slice_axis=_AXES[plane], overwrite=args.overwrite,
+                                 resume=not args.overwrite, params=record)
+            for plane in planes}
+
+
+def _segment_into(seg, image, mode, args, out, bar, out_path, checkpoints=None):
     if args.gpus > 1:
         return _segment_distributed(seg, image, mode, args, out, out_path)
+    checkpoints = checkpoints or {}
     if mode == "2d":
         labels = seg.segment_image(image)
         if out is not None:
@@ -389,14 +507,15 @@ def _segment_into(seg, image, mode, args, out, bar, out_path):
         bar(1, 1)
         return labels if out is None else out
     if mode == "stack":
-        return seg.segment_stack(image, out, axis=args.plane, progress=bar)
+        return seg.segment_stack(image, out, axis=args.plane, progress=bar,
+                                 checkpoint=checkpoints.get(args.plane))
     if mode == "ortho":
         if args.return_stacks:
             consensus, stacks = seg.segment_orthoplanes(image, out, return_stacks=True,
-                                                        progress=bar)
+                                                        progress=bar, checkpoints=checkpoints)
             _write_stacks(stacks, out_path, args.overwrite)
             return consensus
-        return seg.segment_orthoplanes(image, out, progress=bar)
+        return seg.segment_orthoplanes(image, out, progress=bar, checkpoints=checkpoints)
     raise ValueError(f"unknown mode {mode!r}; choose from {_MODES}")
 
 

@@ -35,6 +35,7 @@ _EXPORTS = {
     # configs
     "ConfigError": "_config",
     "load_yaml": "_config",
+    "atomic_output": "_config",
     "ARCHITECTURES": "_config",
     "ModelConfig": "_config",
     "Norms": "_config",

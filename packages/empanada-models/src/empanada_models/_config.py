@@ -42,7 +42,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-__all__ = ["ARCHITECTURES", "ConfigError", "ModelConfig", "Norms", "load_yaml"]
+__all__ = ["ARCHITECTURES", "ConfigError", "ModelConfig", "Norms", "atomic_output", "load_yaml"]
 
 #: Architecture names a config's ``arch`` may give (the builders of
 #: :func:`empanada_models.build_model`; kept here so configs validate without torch).
