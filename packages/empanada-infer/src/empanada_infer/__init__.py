@@ -28,6 +28,8 @@ _EXPORTS = {
     "done_keys": "_writers",
     "mark_complete": "_writers",
     "is_complete": "_writers",
+    "output_lock": "_writers",
+    "OutputLockedError": "_writers",
     # engines
     "SegmentationParams": "_engine",
     "Segmenter": "_engine",

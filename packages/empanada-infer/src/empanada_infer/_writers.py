@@ -11,6 +11,7 @@ nothing half-written is ever marked done.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import numbers
@@ -634,3 +635,60 @@ def is_complete(array):
     record = array.attrs.get(PROGRESS_ATTR)
     return bool(isinstance(record, dict) and record.get("complete"))
 
+
+
+# --------------------------------------------------------------------------- locks
+
+
+class OutputLockedError(RuntimeError):
+    """Another process is writing the same output."""
+
+
+@contextlib.contextmanager
+def output_lock(path):
+    """Hold an exclusive lock on an output path while writing it.
+
+    A second run writing the same output (another shell, a cluster job started
+    twice) fails at once instead of interleaving its slices with the first's. The
+    lock is ``.<name>.lock`` next to the output, taken with ``flock``: the system
+    drops it when the holder exits, even on ``kill -9``, so the lock file, which
+    is left in place (removing it would let two runs lock two different files),
+    never blocks a later run. Where ``fcntl`` is missing (Windows) no lock is
+    taken.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file or store.
+
+    Raises
+    ------
+    OutputLockedError
+        If another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = _as_path(path)
+    lock_path = path.with_name(f".{path.name.rstrip('/')}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputLockedError(
+                f"another empanada run (pid {holder}) is writing {path}; wait for it to "
+                f"finish or choose another output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -289,9 +289,8 @@ def _run_params_record(args, config, image):
 
 def run_segment(args):
     """Handler of ``empanada segment`` (returns the exit code)."""
-    from ._engine import Segmenter, resolve_model_config
-    from ._readers import check_image, open_image
-    from ._writers import create_output, is_complete, mark_complete, write_tiff
+    from ._readers import open_image
+    from ._writers import output_lock
 
     start = time.perf_counter()
     params = _params(args)
@@ -310,6 +309,15 @@ def run_segment(args):
     if mode == "batch" and not source.is_dir():
         raise ValueError(f"batch mode needs a folder of 2D images; {source} is not a folder")
     _check_output(out_path, mode, args.overwrite, source)
+    with output_lock(out_path):
+        return _segment_locked(args, source, out_path, mode, image, params, start)
+
+
+def _segment_locked(args, source, out_path, mode, image, params, start):
+    from ._engine import Segmenter, resolve_model_config
+    from ._readers import check_image, open_image
+    from ._writers import create_output, is_complete, mark_complete, write_tiff
+
     if args.gpus > 1 and mode not in ("stack", "ortho"):
         raise ValueError(f"--gpus > 1 splits 3D volumes (stack or ortho mode); got mode {mode}")
 
