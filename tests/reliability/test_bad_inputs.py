@@ -157,3 +157,32 @@ def test_unreachable_model_url_fails_fast_and_says_what_to_do(workdir, cli, smal
     assert code != 0
     assert "127.0.0.1:9" in err
     assert "empanada models register" in err
+
+
+# ------------------------------------------------- the other commands' bad inputs
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["patches", "pick", "rgb.tif", "-o", "p", "--n", "2", "--size", "32"], "rgb.tif"),
+    (["patches", "pick", "vol.tif", "-o", "p", "--n", "2", "--size", "32", "--labels",
+      "rgb.tif"], "rgb.tif"),
+    (["patches", "pick", "nothere.tif", "-o", "p"], "nothere.tif"),
+    (["patches", "store", "nothere", "data", "ds"], "nothere"),
+    (["train", "nothere.yaml", "--train-dir", "x"], "nothere.yaml"),
+    (["train", "Blob.yaml", "--train-dir", "x", "--labels", "1,mito,instance"], "Blob.yaml"),
+    (["models", "register", "bad/name", "Blob.yaml"], "bad/name"),
+    (["models", "register", "Good", "nothere.yaml"], "nothere.yaml"),
+    (["models", "info", "NoSuch"], "NoSuch"),
+    (["models", "import", "nothere.empanada"], "nothere.empanada"),
+    (["models", "import", "junk.empanada"], "junk.empanada"),
+])
+def test_other_commands_name_what_is_wrong(workdir, cli, argv, expected):
+    pytest.importorskip("empanada_train")
+    tifffile.imwrite(workdir / "rgb.tif", np.zeros((64, 64, 3), np.uint8))
+    (workdir / "junk.empanada").write_text("junk")
+    code, _, err = cli(*argv)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("empanada: error")]
+    assert len(lines) == 1, err
+    assert expected in lines[0]
+    assert "Traceback" not in err
+    assert not (workdir / "p").exists()

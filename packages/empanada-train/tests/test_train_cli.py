@@ -223,3 +223,49 @@ def test_train_from_a_label_spec_and_resume(workdir, capsys):
                          "--resume", summary["checkpoint"])
     assert code == 0, err
     assert json.loads(out)["iterations"] == 2
+
+
+_KILLED_TRAINING = """
+import os, signal, sys
+import empanada_train._engine as engine
+from empanada_models.cli import main
+
+real, saved = engine.atomic_torch_save, []
+
+def save_then_die(obj, path):
+    real(obj, path)
+    saved.append(path)
+    if len(saved) == 2:  # killed right after its second checkpoint
+        os.kill(os.getpid(), signal.SIGKILL)
+
+engine.atomic_torch_save = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_training_killed_mid_run_resumes_from_a_whole_checkpoint(workdir, capsys):
+    """kill -9 during training: the last checkpoint is complete and --resume finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from empanada_train._engine import load_checkpoint
+
+    data = pick_and_store(capsys, n=4)
+    (workdir / "every.yaml").write_text(yaml.safe_dump(
+        {"model_name": "KillNet", "MODEL": TINY_MODEL,
+         "TRAIN": {"batch_size": 2, "patch_size": 64, "iterations": 4, "save_every": 1}}))
+    argv = ["train", "every.yaml", "--train-dir", data, "--labels", "1,blob,instance",
+            "--name", "KillNet", "--no-register", "--quiet"]
+    child = subprocess.run([sys.executable, "-c", _KILLED_TRAINING, *argv], cwd=workdir,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                           text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    checkpoints = list(workdir.rglob("KillNet_checkpoint.pth.tar"))
+    assert len(checkpoints) == 1
+    assert load_checkpoint(checkpoints[0])["iteration"] == 2  # whole, readable
+    assert not [p for p in checkpoints[0].parent.iterdir() if p.name.endswith(".tmp")]
+    code, out, err = run(capsys, *argv, "--resume", checkpoints[0], "--json")
+    assert code == 0, err
+    assert json.loads(out)["iterations"] == 4

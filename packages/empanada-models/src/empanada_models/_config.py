@@ -458,6 +458,8 @@ class ModelConfig:
             The file is not valid YAML or a key is missing or wrong.
         """
         path = Path(path).expanduser().absolute()
+        if not path.is_file():
+            raise FileNotFoundError(f"model config file not found: {path}")
         text = path.read_text(encoding="utf-8")
         try:
             data = load_yaml(text)

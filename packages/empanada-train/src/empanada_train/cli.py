@@ -420,12 +420,20 @@ def _cmd_pick(args):
     image = Path(args.image).expanduser()
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")
-    patches = pick_patches_from_file(
-        image, labels=args.labels, points=args.points, key=args.key, labels_key=args.labels_key,
-        source=args.source, patch_size=args.size, n_patches=args.n,
-        pick_all_points=args.all_points, mode=args.mode, isotropic=args.isotropic,
-        level=args.level, seed=args.seed,
-    )
+    try:
+        patches = pick_patches_from_file(
+            image, labels=args.labels, points=args.points, key=args.key,
+            labels_key=args.labels_key, source=args.source, patch_size=args.size,
+            n_patches=args.n, pick_all_points=args.all_points, mode=args.mode,
+            isotropic=args.isotropic, level=args.level, seed=args.seed,
+        )
+    except (TypeError, ValueError) as err:
+        # the library names its arguments (`image`, `labels`); the user needs the file
+        text = str(err)
+        named = {"`image`": image.name, "`labels`": Path(args.labels or "").name}
+        for arg, name in named.items():
+            text = text.replace(arg, f"`{name}` ({arg.strip('`')})", 1) if name else text
+        raise type(err)(text) from None
     out = Path(args.output).expanduser()
     files = [out / "images" / f"{p.stem}.tiff" for p in patches]
     if args.labels is not None:
