@@ -8,6 +8,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage as ndi
 from skimage.measure import label as sk_label
 
+import empanada_core as ec
 from empanada_core._labels import (
     connected_components_per_label,
     dilate_labels,
@@ -536,3 +537,34 @@ def test_split_panoptic_divisor_beyond_dtype():
 def test_split_panoptic_errors(bad, div, error, match):
     with pytest.raises(error, match=match):
         split_panoptic(bad, div)
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_label_ids_equals_unique_for_any_slab_size(data):
+    shape = data.draw(st.tuples(st.integers(1, 6), st.integers(1, 7), st.integers(1, 7)))
+    ids = np.array(data.draw(st.lists(st.integers(0, 2**31), min_size=1, max_size=6)))
+    rng = np.random.default_rng(len(ids))
+    labels = ids[rng.integers(0, len(ids), shape)].astype(np.uint32)
+    slab = data.draw(st.integers(1, 400))
+    expected = np.unique(labels)
+    np.testing.assert_array_equal(ec.label_ids(labels, slab_bytes=slab),
+                                  expected[expected != 0])
+
+
+def test_label_ids_reads_a_lazy_array_in_slabs():
+    labels = np.zeros((10, 4, 4), np.uint32)
+    labels[3, 1, 1], labels[9, 0, 0] = 10001, 20002
+    reads = []
+
+    class Lazy:
+        shape, dtype = labels.shape, labels.dtype
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return labels[key]
+
+    assert ec.label_ids(Lazy(), slab_bytes=64 * 2).tolist() == [10001, 20002]
+    assert len(reads) == 5  # 2 slices of 64 bytes a read
+    with pytest.raises(TypeError, match="integer"):
+        ec.label_ids(np.zeros((2, 2), np.float32))

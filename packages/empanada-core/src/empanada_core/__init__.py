@@ -49,6 +49,7 @@ _EXPORTS = {
     # label utilities
     "relabel_sequential": "_labels",
     "label_dtype": "_labels",
+    "label_ids": "_labels",
     "connected_components_per_label": "_labels",
     "fill_holes_per_label": "_labels",
     "erode_labels": "_labels",

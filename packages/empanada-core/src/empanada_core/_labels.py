@@ -8,6 +8,7 @@ to ``2**64 - 1`` work and no array is ever sized by the largest id.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -18,6 +19,7 @@ from ._validation import check_label_divisor, check_label_image, check_positive_
 
 __all__ = [
     "label_dtype",
+    "label_ids",
     "relabel_sequential",
     "connected_components_per_label",
     "fill_holes_per_label",
@@ -97,6 +99,46 @@ def _present_ids(labels):
         return (np.flatnonzero(counts[1:]) + 1).astype(labels.dtype)
     ids = np.unique(flat)
     return ids[ids != 0]
+
+
+def label_ids(labels, *, slab_bytes=1 << 24):
+    """Sorted nonzero ids present in a label array, read slab by slab.
+
+    Works on numpy arrays and on lazy arrays (zarr, memory maps) without loading
+    them whole: memory stays about ``slab_bytes`` plus the ids.
+
+    Parameters
+    ----------
+    labels : array-like of int
+        Label image or volume (anything with ``shape``, ``dtype`` and slicing).
+    slab_bytes : int, optional
+        Bytes read at a time along the first axis (16 MiB).
+
+    Returns
+    -------
+    ids : 1D ndarray
+        Sorted, unique, nonzero ids, in the dtype of ``labels``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> label_ids(np.array([[0, 7, 7], [3, 0, 10001]], np.uint32)).tolist()
+    [3, 7, 10001]
+    """
+    if not (hasattr(labels, "shape") and hasattr(labels, "dtype")):
+        labels = np.asarray(labels)
+    dtype = np.dtype(labels.dtype)
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"`labels` must be an integer array; got dtype {dtype}")
+    shape = tuple(int(n) for n in labels.shape)
+    if len(shape) == 0 or 0 in shape:
+        return np.zeros(0, dtype)
+    per_row = max(1, math.prod(shape[1:]) * dtype.itemsize)
+    step = max(1, int(slab_bytes) // per_row)
+    found = [_present_ids(np.asarray(labels[i:i + step]))
+             for i in range(0, shape[0], step)]
+    ids = np.unique(np.concatenate(found)) if len(found) > 1 else found[0]
+    return ids.astype(dtype, copy=False)
 
 
 def _axis_pairs(shape, axis):

@@ -191,21 +191,10 @@ def _params(args):
     )
 
 
-def _present_ids(labels, slab_bytes=1 << 26):
-    """Sorted nonzero ids of a label array, read slab by slab (a zarr output is not
-    loaded whole: the summary must not need 10 bytes per voxel)."""
-    if isinstance(labels, np.ndarray) or labels.ndim < 3:
-        ids = np.unique(np.asarray(labels))
-        return ids[ids > 0]
-    per_slice = max(1, int(np.prod(labels.shape[1:])) * np.dtype(labels.dtype).itemsize)
-    step = max(1, slab_bytes // per_slice)
-    found = [np.unique(np.asarray(labels[z:z + step])) for z in range(0, labels.shape[0], step)]
-    ids = np.unique(np.concatenate(found)) if found else np.zeros(0, labels.dtype)
-    return ids[ids > 0]
-
-
 def _summary(labels, divisor, class_names):
-    ids = _present_ids(labels)
+    import empanada_core as ec
+
+    ids = ec.label_ids(labels)  # slab by slab: a zarr output is not loaded whole
     counts = {}
     for class_id, name in class_names.items():
         in_class = ids[ids // divisor == class_id]
