@@ -21,10 +21,21 @@ def model_combo(label="model"):
 def refresh_on_model_change(container):
     """Re-read model lists when a model is registered, imported or archived."""
     def refresh(_name=None):
-        container.reset_choices()
+        try:
+            container.reset_choices()
+        except RuntimeError:  # the widget was closed and its Qt objects deleted
+            model_events.changed.disconnect(refresh)
 
     model_events.changed.connect(refresh)
+    container.native.destroyed.connect(lambda *_: _disconnect(refresh))
     return refresh
+
+
+def _disconnect(callback):
+    try:
+        model_events.changed.disconnect(callback)
+    except (ValueError, RuntimeError):
+        pass
 
 
 def two_d_widgets():

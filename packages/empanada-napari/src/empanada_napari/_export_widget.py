@@ -32,12 +32,12 @@ class ExportSegmentationsWidget(Container):
         self.fmt = RadioButtons(choices=list(FORMATS), value="TIFF (one file)",
                                 label="Export as")
         self.folder = FileEdit(mode="d", label="Save directory")
-        self.name = LineEdit(value="", label="Name (optional)",
+        self.file_name = LineEdit(value="", label="Name (optional)",
                              tooltip="file or folder name; empty: the layer name")
         self.overwrite = CheckBox(value=False, label="Replace existing files")
         self.run_button = PushButton(text="Export")
         self.controls = RunControls()
-        super().__init__(widgets=[self.labels_layer, self.fmt, self.folder, self.name,
+        super().__init__(widgets=[self.labels_layer, self.fmt, self.folder, self.file_name,
                                   self.overwrite, self.run_button, self.controls])
         self.run_button.changed.connect(self.run)
 
@@ -51,7 +51,7 @@ class ExportSegmentationsWidget(Container):
             show_error("Export Segmentations: choose a save directory")
             return None
         fmt = FORMATS[self.fmt.value]
-        name = (self.name.value or "").strip() or _safe(layer.name)
+        name = (self.file_name.value or "").strip() or _safe(layer.name)
         names = (layer.metadata.get("empanada") or {}).get("source_files")
         overwrite = bool(self.overwrite.value)
         data = layer.data

@@ -16,6 +16,7 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
+from napari.layers import Labels
 from napari.utils.notifications import show_error
 
 from . import _layers as L
@@ -148,6 +149,9 @@ class Inference3DWidget(Container):
                       "fine_boundaries", "semantic_only", "label_divisor", "median_size",
                       "min_size", "min_extent", "vote_thr", "allow_one_view")}}
 
+        layer_name = layer.name
+        scale, translate = np.array(layer.scale), np.array(layer.translate)
+
         def job(progress, should_stop):
             from empanada_infer import create_output, is_complete, mark_complete
 
@@ -204,22 +208,22 @@ class Inference3DWidget(Container):
             else:
                 results = L.class_results(pan, config, params.label_divisor)
             counts = ", ".join(f"{L.count_objects(a)} {n}" for n, a in results)
-            return {"results": results, "counts": counts, "stacks": stacks, "reused": reused}
+            # the layers are built here too (napari layers are Qt-free); the GUI thread
+            # only adds them
+            meta = {**record, "store": None if store is None else str(store)}
+            new = [Labels(labels, name=L.result_name(layer_name, config.name, class_name),
+                          scale=scale, translate=translate,
+                          metadata={"empanada": {**meta, "class": class_name}})
+                   for class_name, labels in results]
+            new += [Labels(vol, name=L.result_name(layer_name, config.name, "stack", name),
+                           scale=scale, translate=translate, visible=False,
+                           metadata={"empanada": {**meta, "stack": name}})
+                    for name, vol in stacks.items()]
+            return {"layers": new, "counts": counts, "reused": reused}
 
         def add(result):
-            results = result["results"]
-            meta = {"empanada": {**record, "store": None if store is None else str(store)}}
-            new = []
-            for class_name, labels in results:
-                new.append(self.viewer.add_labels(
-                    labels, name=L.result_name(layer.name, config.name, class_name),
-                    scale=layer.scale, translate=layer.translate,
-                    metadata={"empanada": {**meta["empanada"], "class": class_name}}))
-            for name, vol in result["stacks"].items():
-                new.append(self.viewer.add_labels(
-                    vol, name=L.result_name(layer.name, config.name, "stack", name),
-                    scale=layer.scale, translate=layer.translate, visible=False,
-                    metadata={"empanada": {**meta["empanada"], "stack": name}}))
+            for new in result["layers"]:
+                self.viewer.add_layer(new)
             return result["counts"] + (" (finished run reopened from zarr)"
                                        if result["reused"] else "")
 
