@@ -67,7 +67,7 @@ class ExportSegmentationsWidget(Container):
         def done(paths):
             where = paths[0] if len(paths) == 1 else paths[0].parent
             show_info(f"exported {layer.name!r} to {where}")
-            return f"{len(paths)} file(s) in {where}"
+            return f"{len(paths)} file(s): {where.name}"
 
         try:
             return self.controls.start(job, done, "Export Segmentations")

@@ -39,6 +39,7 @@ class RegisterModelWidget(Container):
         self.run_button = PushButton(text="Register model")
         super().__init__(widgets=[self.model_name, self.config_file, self.model_file,
                                   self.quantized_file, self.overwrite, self.run_button])
+        self.native.setMinimumWidth(460)
         self.run_button.changed.connect(self.run)
 
     def run(self, *_):
@@ -64,24 +65,24 @@ class RegisterModelWidget(Container):
 
 def format_model_info(info):
     """The text shown by Get model info, from :func:`empanada_models.model_info`."""
-    lines = [f"{info['name']} ({info['origin']})"]
-    if info.get("description"):
-        lines += ["", info["description"]]
-    lines += ["", f"architecture: {info.get('arch') or 'unknown'}"]
-    if info.get("num_params"):
-        lines.append(f"parameters: {info['num_params'] / 1e6:.1f} M")
+    lines = [f"{info['name']} ({info['origin']})", ""]
     lines.append("classes: " + ", ".join(
         f"{c['id']} {c['name']} ({c['kind']}, first label {c['first_label']})"
         for c in info["classes"]))
     lines.append(f"label divisor: {info['label_divisor']}")
+    lines.append(f"architecture: {info.get('arch') or 'unknown'}"
+                 + (f", {info['num_params'] / 1e6:.1f} M parameters"
+                    if info.get("num_params") else ""))
     lines.append("quantized weights: " + ("yes" if info.get("model_quantized") else "no"))
     lines.append("weights: " + ("on this computer" if info.get("cached")
                                 else "downloaded on first use"))
-    if info.get("config_path"):
-        lines.append(f"config: {info['config_path']}")
     lines += ["", *info.get("finetune_hints", [])]
     if info.get("weights_error"):
         lines += ["", f"problem with the weights: {info['weights_error']}"]
+    if info.get("description"):
+        lines += ["", info["description"]]
+    if info.get("config_path"):
+        lines += ["", f"config: {info['config_path']}"]
     return "\n".join(lines)
 
 
@@ -92,7 +93,8 @@ class ModelInfoWidget(Container):
         self.model = model_combo("Model name")
         self.info = TextEdit(value="", label="")
         self.info.native.setReadOnly(True)
-        self.info.native.setMinimumHeight(260)
+        self.info.native.setMinimumHeight(420)
+        self.native.setMinimumWidth(460)
         self.run_button = PushButton(text="Get info")
         super().__init__(widgets=[self.model, self.run_button, self.info])
         self.run_button.changed.connect(self.run)

@@ -73,6 +73,7 @@ class RunControls(Container):
     def __init__(self, **kwargs):
         self.bar = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.bar, self.status, self.cancel_button], labels=False,
                          **kwargs)
@@ -83,6 +84,7 @@ class RunControls(Container):
         self.worker = None
         self._t0 = 0.0
         self._title = ""
+        self.result_time = None
 
     @property
     def running(self):
@@ -140,6 +142,7 @@ class RunControls(Container):
         self.status.value = text
 
     def _done(self, result, on_result):
+        self.result_time = time.perf_counter()  # when the worker's result arrived
         try:
             self._finish(result, on_result)
         finally:
