@@ -703,7 +703,8 @@ def test_with_params_shares_the_model_and_changes_run_settings(blob_model, blob_
     base = segmenter(blob_model, blob_config)
     semantic = base.with_params(base.params.with_options(semantic_only=True, label_divisor=100))
     assert semantic.model is base.model
-    assert semantic.thing_list == () and base.thing_list == tuple(blob_config.thing_list)
+    assert semantic.thing_list == ()
+    assert base.thing_list == tuple(blob_config.thing_list)
     pan = semantic.segment_image(img)
     assert set(np.unique(pan)) == {0, 100}  # one semantic region, class 1 * divisor
     assert_same_partition(base.segment_image(img), truth)  # the original is unchanged

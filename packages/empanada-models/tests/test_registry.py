@@ -590,7 +590,8 @@ def test_archive_moves_config_and_own_weights_and_keeps_outside_files(home, tmp_
     assert {"Mine", "Linked"} <= set(reg.list_models())
     dest = reg.archive_model("Mine")
     assert "Mine" not in reg.list_models()
-    assert (dest / "Mine.yaml").is_file() and (dest / "Mine.pth").is_file()
+    assert (dest / "Mine.yaml").is_file()
+    assert (dest / "Mine.pth").is_file()
     assert not (reg.models_dir() / "Mine.pth").exists()
     dest2 = reg.archive_model("Linked")
     assert tiny.is_file()  # not ours: left in place

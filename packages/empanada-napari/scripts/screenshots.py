@@ -38,6 +38,18 @@ def shoot(viewer, app, name):
     for _ in range(30):
         app.processEvents()
         time.sleep(0.01)
+    labels = {2: ("y", "x"), 3: ("z", "y", "x")}.get(viewer.dims.ndim)
+    if labels:
+        viewer.dims.axis_labels = labels
+    # repaint the layer controls (a switch to 3D can leave them half drawn under Xvfb)
+    active = viewer.layers.selection.active
+    if active is not None and len(viewer.layers) > 1:
+        viewer.layers.selection.active = viewer.layers[0]
+        app.processEvents()
+        viewer.layers.selection.active = active
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.01)
     img = viewer.screenshot(canvas_only=False, flash=False)
     path = OUT / f"napari_{name}.png"
     iio.imwrite(path, img[..., :3])
@@ -128,6 +140,7 @@ def main():
     we = dock(viewer, "Export Segmentations")
     we.labels_layer.value = labels
     we.folder.value = demo_dir("exports")
+    we.overwrite.value = True
     we.run()
     wait(app, we)
     shoot(viewer, app, "export_segmentations")
@@ -161,6 +174,7 @@ def main():
     wx = dock(viewer, "Export a model")
     wx.model.value = "MyModel_v1"
     wx.export_dir.value = export_dir
+    wx.overwrite.value = True  # the folder is reused between runs of this script
     wx.run()
     wait(app, wx)
     wi = dock(viewer, "Import a model")

@@ -28,8 +28,9 @@ def test_register_info_export_import_archive_with_live_lists(make_napari_viewer,
     info.model.value = "MyBlob"
     text = info.info.value
     assert text.startswith("MyBlob (user)\n")
-    assert "1 blob (instance, first label 1001)" in text
-    assert "label divisor: 1000" in text
+    assert "classes: 1 blob (instance)" in text
+    assert "training data label divisor: 1000" in text
+    assert "label its objects 1001, 1002" in text
 
     export = dock(viewer, "Export a model")
     export.model.value = "MyBlob"

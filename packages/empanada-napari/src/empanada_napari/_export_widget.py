@@ -39,6 +39,7 @@ class ExportSegmentationsWidget(Container):
         self.controls = RunControls()
         super().__init__(widgets=[self.labels_layer, self.fmt, self.folder, self.file_name,
                                   self.overwrite, self.run_button, self.controls])
+        self.native.setMinimumWidth(460)
         self.run_button.changed.connect(self.run)
 
     def run(self, *_):
@@ -67,7 +68,7 @@ class ExportSegmentationsWidget(Container):
         def done(paths):
             where = paths[0] if len(paths) == 1 else paths[0].parent
             show_info(f"exported {layer.name!r} to {where}")
-            return f"{len(paths)} file(s): {where.name}"
+            return f"saved {where.name}" + (f" ({len(paths)} files)" if len(paths) > 1 else "")
 
         try:
             return self.controls.start(job, done, "Export Segmentations")

@@ -66,10 +66,12 @@ class RegisterModelWidget(Container):
 def format_model_info(info):
     """The text shown by Get model info, from :func:`empanada_models.model_info`."""
     lines = [f"{info['name']} ({info['origin']})", ""]
-    lines.append("classes: " + ", ".join(
-        f"{c['id']} {c['name']} ({c['kind']}, first label {c['first_label']})"
-        for c in info["classes"]))
-    lines.append(f"label divisor: {info['label_divisor']}")
+    lines.append("classes: " + ", ".join(f"{c['id']} {c['name']} ({c['kind']})"
+                                         for c in info["classes"]))
+    first = info["classes"][0]["id"] if info["classes"] else 1
+    lines.append(f"segmentation results: ids class x 'Max objects per class' + n "
+                 f"({first * 10000 + 1}, {first * 10000 + 2}, ... with the default 10000)")
+    lines.append(f"training data label divisor: {info['label_divisor']}")
     lines.append(f"architecture: {info.get('arch') or 'unknown'}"
                  + (f", {info['num_params'] / 1e6:.1f} M parameters"
                     if info.get("num_params") else ""))
@@ -94,9 +96,9 @@ class ModelInfoWidget(Container):
         self.info = TextEdit(value="", label="")
         self.info.native.setReadOnly(True)
         self.info.native.setMinimumHeight(420)
-        self.native.setMinimumWidth(460)
         self.run_button = PushButton(text="Get info")
         super().__init__(widgets=[self.model, self.run_button, self.info])
+        self.native.setMinimumWidth(460)
         self.run_button.changed.connect(self.run)
         self.model.changed.connect(self.run)
         refresh_on_model_change(self)
@@ -128,6 +130,7 @@ class ExportModelWidget(Container):
         self.controls = RunControls()
         super().__init__(widgets=[self.model, self.export_dir, self.overwrite,
                                   self.run_button, self.controls])
+        self.native.setMinimumWidth(460)
         self.run_button.changed.connect(self.run)
         refresh_on_model_change(self)
 
@@ -149,7 +152,7 @@ class ExportModelWidget(Container):
 
         def done(path):
             show_info(f"exported {name!r} to {path}")
-            return str(path)
+            return Path(path).name
 
         return self.controls.start(job, done, "Export a model")
 
@@ -165,6 +168,7 @@ class ImportModelWidget(Container):
         self.run_button = PushButton(text="Import model")
         super().__init__(widgets=[self.bundle, self.model_name, self.overwrite,
                                   self.run_button])
+        self.native.setMinimumWidth(460)
         self.run_button.changed.connect(self.run)
 
     def run(self, *_):
@@ -191,6 +195,7 @@ class ArchiveModelWidget(Container):
         self.model = model_combo("Model name")
         self.run_button = PushButton(text="Archive model")
         super().__init__(widgets=[self.model, self.run_button])
+        self.native.setMinimumWidth(460)
         self.run_button.changed.connect(self.run)
         refresh_on_model_change(self)
 

@@ -73,7 +73,13 @@ class RunControls(Container):
     def __init__(self, **kwargs):
         self.bar = ProgressBar(value=0, min=0, max=1, visible=False)
         self.status = Label(value="")
-        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
+        # a long message must not widen the dock: it is cut at the dock's width, and the
+        # whole text is the tooltip
+        from qtpy.QtWidgets import QSizePolicy
+
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                         QSizePolicy.Policy.Preferred)
+        self.status.changed.connect(lambda text: self.status.native.setToolTip(str(text)))
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         super().__init__(widgets=[self.bar, self.status, self.cancel_button], labels=False,
                          **kwargs)
