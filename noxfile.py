@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "core", "tests"]
+nox.options.sessions = ["lint", "core", "tests", "napari"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).parent
@@ -96,3 +96,30 @@ def benchmarks(session):
     """Run the benchmark scripts (prints tables; never fails on timings)."""
     session.install(_pkg("core"), "tifffile", "zarr>=3")
     session.run("python", "benchmarks/core.py", *session.posargs)
+
+
+@nox.session
+def napari(session):
+    """The napari plugin in a real viewer: CPU torch, the packages, napari, PyQt6, pytest-qt.
+
+    napari draws with OpenGL, which Qt's ``offscreen`` platform does not provide, so
+    the tests run under Xvfb (Debian/Ubuntu: ``apt-get install xvfb``) when there is
+    no display.
+    """
+    import shutil
+
+    _install_torch(session)
+    session.install(*TEST_DEPS)
+    for name in ORDER:
+        session.install("-e", _pkg(name))
+    session.install("-e", _pkg("napari"), "napari>=0.5", "PyQt6>=6.5", "pytest-qt>=4")
+    args = ["pytest", "packages/empanada-napari/tests", "packages/empanada-napari/src",
+            *session.posargs]
+    if os.environ.get("DISPLAY"):
+        session.run(*args)
+    elif shutil.which("xvfb-run"):
+        session.run("xvfb-run", "-a", "-s", "-screen 0 1600x1200x24", *args, external=True)
+    else:
+        session.error("the napari tests need a display: install Xvfb (apt-get install xvfb) "
+                      "or set DISPLAY")
+

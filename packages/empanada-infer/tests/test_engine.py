@@ -696,3 +696,19 @@ def test_matmul_rewrite_is_dropped_when_a_probe_disagrees(monkeypatch, tiny_pdl_
     assert engine._checked_matmul_rewrite(model, config) == (model, 0)
     monkeypatch.setattr(engine, "_pointwise_conv1d_as_matmul", lambda m: (model, 3))
     assert engine._checked_matmul_rewrite(model, config) == (model, 3)
+
+
+def test_with_params_shares_the_model_and_changes_run_settings(blob_model, blob_config):
+    img, truth = discs((100, 130), CENTERS, 10)
+    base = segmenter(blob_model, blob_config)
+    semantic = base.with_params(base.params.with_options(semantic_only=True, label_divisor=100))
+    assert semantic.model is base.model
+    assert semantic.thing_list == ()
+    assert base.thing_list == tuple(blob_config.thing_list)
+    pan = semantic.segment_image(img)
+    assert set(np.unique(pan)) == {0, 100}  # one semantic region, class 1 * divisor
+    assert_same_partition(base.segment_image(img), truth)  # the original is unchanged
+    with pytest.raises(ValueError, match="precision"):
+        base.with_params(base.params.with_options(precision="bf16"))
+    with pytest.raises(TypeError, match="SegmentationParams"):
+        base.with_params({"semantic_only": True})

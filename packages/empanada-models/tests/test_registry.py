@@ -579,3 +579,37 @@ def test_download_file_caches_once_verifies_and_explains_offline(home, server, t
     assert reg.download_file(server.url("/other/tiny.pth")).read_bytes() == b"other"
     with pytest.raises(ModelDownloadError, match="127.0.0.1:9.*offline.*local path"):
         reg.download_file("http://127.0.0.1:9/enc.pth", hint="Use a local path.")
+
+
+# ------------------------------------------------------------------------- archive
+
+
+def test_archive_moves_config_and_own_weights_and_keeps_outside_files(home, tmp_path, tiny):
+    reg.register_model("Mine", config_dict(tiny), model_file=tiny)
+    reg.register_model("Linked", config_dict(tiny))  # weights stay where they are
+    assert {"Mine", "Linked"} <= set(reg.list_models())
+    dest = reg.archive_model("Mine")
+    assert "Mine" not in reg.list_models()
+    assert (dest / "Mine.yaml").is_file()
+    assert (dest / "Mine.pth").is_file()
+    assert not (reg.models_dir() / "Mine.pth").exists()
+    dest2 = reg.archive_model("Linked")
+    assert tiny.is_file()  # not ours: left in place
+    assert sorted(p.name for p in dest2.iterdir()) == ["Linked.yaml"]
+    # the same name archived twice gets a new folder
+    reg.register_model("Mine", config_dict(tiny))
+    assert reg.archive_model("Mine") != dest
+
+
+def test_archive_refuses_builtins_and_unknown_names(home):
+    with pytest.raises(ValueError, match="built-in"):
+        reg.archive_model("MitoLite_v1")
+    with pytest.raises(reg.ModelNotFoundError, match="available models"):
+        reg.archive_model("Nope")
+
+
+def test_archiving_an_override_lists_the_builtin_again(home, tiny):
+    reg.register_model("MitoNet_v1", config_dict(tiny, padding_factor=32), overwrite=True)
+    assert reg.get_model_config("MitoNet_v1").padding_factor == 32
+    reg.archive_model("MitoNet_v1")
+    assert reg.get_model_config("MitoNet_v1").padding_factor != 32

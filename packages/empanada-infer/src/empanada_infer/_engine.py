@@ -14,6 +14,7 @@ A bounded queue keeps at most a few batches of network outputs in memory.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import queue
@@ -417,6 +418,33 @@ class Segmenter:
         dev = _resolve_device(device)
         model = em.load_model(config, device=dev, quantized=quantized, progress=progress)
         return cls(model, config, params, device=dev)
+
+    #: settings fixed when the model is prepared (weights converted, memory format)
+    _MODEL_SETTINGS = ("precision", "channels_last")
+
+    def with_params(self, params):
+        """A Segmenter sharing this one's prepared model, with other run settings.
+
+        Lets a caller (the napari widgets) keep one loaded model per device and
+        run it with new thresholds without loading or converting it again.
+
+        Raises
+        ------
+        ValueError
+            ``params`` changes ``precision`` or ``channels_last``, which are
+            applied to the model itself when it is prepared.
+        """
+        if not isinstance(params, SegmentationParams):
+            raise TypeError(f"`params` must be SegmentationParams; got {type(params).__name__}")
+        for name in self._MODEL_SETTINGS:
+            if getattr(params, name) != getattr(self.params, name):
+                raise ValueError(
+                    f"`{name}` is fixed when the model is prepared ({getattr(self.params, name)!r}"
+                    f" here, {getattr(params, name)!r} asked); make a new Segmenter")
+        other = copy.copy(self)
+        other.params = params
+        other.thing_list = () if params.semantic_only else tuple(self.config.thing_list)
+        return other
 
     # -- one batch through the network ---------------------------------------------------
     def _prepare(self, images):

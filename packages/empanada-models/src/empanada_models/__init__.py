@@ -49,6 +49,8 @@ _EXPORTS = {
     "WeightsFileError": "_registry",
     "load_model": "_registry",
     "register_model": "_registry",
+    "archive_model": "_registry",
+    "archived_dir": "_registry",
     "model_info": "_registry",
     "fetch_model_file": "_registry",
     "cached_model_file": "_registry",

@@ -37,6 +37,8 @@ from ._config import ConfigError, ModelConfig, atomic_output, remove_stale_tempo
 
 __all__ = [
     "DEFAULT_MODEL",
+    "archive_model",
+    "archived_dir",
     "ChecksumError",
     "ModelDownloadError",
     "ModelExistsError",
@@ -759,6 +761,67 @@ def _register(name, config, model_file, quantized_file, *, overwrite, move=False
     target.parent.mkdir(parents=True, exist_ok=True)
     new.to_yaml(target)
     return new
+
+
+def archived_dir() -> Path:
+    """Folder of archived models, ``<home>/archived``."""
+    return empanada_home() / "archived"
+
+
+def archive_model(name: str) -> Path:
+    """Take a user model out of the registry, keeping its files.
+
+    The config moves to ``<home>/archived/<name>[-N]/<name>.yaml`` together with
+    the weight files that registration or import copied into ``<home>/models``;
+    weights elsewhere (a training folder, a URL) are left where they are. A
+    built-in model that the user model shadowed is listed again.
+
+    Parameters
+    ----------
+    name : str
+        A user-registered model (see :func:`list_models`).
+
+    Returns
+    -------
+    Path
+        The archive folder. To restore the model, register its config again.
+
+    Raises
+    ------
+    ModelNotFoundError
+        No model has this name.
+    ValueError
+        The model is built in (built-in configs ship with the package and cannot
+        be archived).
+    """
+    found = _discover()
+    if name not in found:
+        raise ModelNotFoundError(
+            f"no model named {name!r}; available models: {', '.join(found) or 'none'}")
+    path, origin = found[name]
+    if origin == "built-in":
+        raise ValueError(f"{name!r} is a built-in model and cannot be archived; only models "
+                         f"registered or imported by the user can")
+    config = ModelConfig.from_yaml(path, name=name)
+    own = models_dir().resolve()
+    weights = []
+    for source in (config.model, config.model_quantized):
+        if source is None:
+            continue
+        kind, where = _classify(source, config.base_dir)
+        if kind == "path" and where.is_file() and where.resolve().parent == own:
+            weights.append(where)
+    base = archived_dir()
+    dest = base / name
+    n = 1
+    while dest.exists():
+        dest = base / f"{name}-{n}"
+        n += 1
+    dest.mkdir(parents=True)
+    os.replace(path, dest / path.name)  # first: the model leaves the registry at once
+    for w in weights:
+        os.replace(w, dest / w.name)
+    return dest
 
 
 # ------------------------------------------------------------------------------- info
