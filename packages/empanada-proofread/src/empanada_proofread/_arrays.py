@@ -134,6 +134,7 @@ def write_values(labels, flat, values):
     """
     if flat.size == 0:
         return
+    values = np.broadcast_to(np.asarray(values), flat.shape)
     shape = tuple(labels.shape)
     coords = np.unravel_index(flat, shape)
     if is_numpy(labels):
