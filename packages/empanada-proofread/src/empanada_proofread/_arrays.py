@@ -134,8 +134,13 @@ def write_values(labels, flat, values):
     """
     if flat.size == 0:
         return
-    values = np.broadcast_to(np.asarray(values), flat.shape)
+    values = np.asarray(values)
+    if values.shape != flat.shape:
+        values = np.broadcast_to(values, flat.shape)
     shape = tuple(labels.shape)
+    if is_numpy(labels) and labels.flags.c_contiguous:
+        labels.reshape(-1)[flat] = values  # a view: no coordinates needed
+        return
     coords = np.unravel_index(flat, shape)
     if is_numpy(labels):
         labels[coords] = values

@@ -115,7 +115,7 @@ def _delete_ids(labels, index, drop_ids, shape):
         for label_id, row in zip(drop_ids, rows):
             box = (index._lo[row], index._hi[row])
             _, mask = object_mask(labels, index, int(label_id), box, True)
-            flat = _points.local_to_flat(np.flatnonzero(mask), box, shape)
+            flat = _points.mask_to_flat(mask, box, shape)
             parts.append((flat, np.full(flat.size, label_id, np.uint64),
                           np.zeros(flat.size, np.uint64)))
         return parts

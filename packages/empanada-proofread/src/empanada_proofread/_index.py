@@ -18,6 +18,14 @@ from . import _arrays
 __all__ = ["LabelIndex", "label_index", "forget_index"]
 
 
+def _group(values):
+    """Sorted unique values, inverse and counts (one comparison when all are equal)."""
+    if values.size and values.min() == values.max():
+        return values[:1].copy(), np.zeros(values.size, np.intp), np.array([values.size])
+    uniq, inv, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return uniq, inv.reshape(-1), counts
+
+
 class StaleIndexError(RuntimeError):
     """The array changed behind the index's back (internal: triggers a rebuild)."""
 
@@ -112,14 +120,13 @@ class LabelIndex:
             return cls(shape, labels.dtype, np.zeros(0, np.uint64), np.zeros(0, np.int64),
                        empty, empty)
         ids = np.concatenate([p[0] for p in parts])
-        uniq, inv = np.unique(ids, return_inverse=True)
-        sizes = np.zeros(uniq.size, np.int64)
-        np.add.at(sizes, inv, np.concatenate([p[1] for p in parts]))
-        lo = np.full((uniq.size, ndim), np.iinfo(np.int64).max, np.int64)
-        hi = np.zeros((uniq.size, ndim), np.int64)
-        np.minimum.at(lo, inv, np.concatenate([p[2] for p in parts]))
-        np.maximum.at(hi, inv, np.concatenate([p[3] for p in parts]))
-        return cls(shape, labels.dtype, uniq, sizes, lo, hi)
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        sizes = np.add.reduceat(np.concatenate([p[1] for p in parts])[order], starts)
+        lo = np.minimum.reduceat(np.concatenate([p[2] for p in parts])[order], starts, axis=0)
+        hi = np.maximum.reduceat(np.concatenate([p[3] for p in parts])[order], starts, axis=0)
+        return cls(shape, labels.dtype, ids[starts], sizes, lo, hi)
 
     def refresh(self, labels, *, progress=None):
         """Rebuild this index in place from ``labels`` (after edits made by other means)."""
@@ -223,7 +230,7 @@ class LabelIndex:
             self._hi[row, ax] = lo[ax] + hit[-1] + 1
         self._loose[row] = False
 
-    def record_change(self, flat, old, new):
+    def record_change(self, flat, old, new, _changed=False):
         """Update the index from a sparse change: voxels ``flat`` (C-order indices) went
         from ``old`` to ``new`` values.
 
@@ -231,19 +238,20 @@ class LabelIndex:
         gives the indices and old values).
         """
         flat = np.asarray(flat, np.int64).reshape(-1)
-        old = np.asarray(old).reshape(-1).astype(np.uint64)
-        new = np.asarray(new).reshape(-1).astype(np.uint64)
+        old = np.asarray(old).reshape(-1)
+        new = np.asarray(new).reshape(-1)
         if not flat.size == old.size == new.size:
             raise ValueError("`flat`, `old` and `new` must have the same length; got "
                              f"{flat.size}, {old.size} and {new.size}")
-        changed = old != new
-        flat, old, new = flat[changed], old[changed], new[changed]
+        if not _changed:  # records from this package hold changed voxels only
+            changed = old != new
+            flat, old, new = flat[changed], old[changed], new[changed]
         if flat.size == 0:
             return
         # voxels leaving an id: smaller count, box possibly loose
         gone = old != 0
         if gone.any():
-            rid, rcount = np.unique(old[gone], return_counts=True)
+            rid, _, rcount = _group(old[gone])
             rows = self.rows(rid)
             if (rows < 0).any():
                 raise StaleIndexError(f"ids {rid[rows < 0][:5].tolist()} are not indexed")
@@ -252,12 +260,18 @@ class LabelIndex:
         # voxels joining an id: larger count and box
         came = new != 0
         if came.any():
-            coords = np.stack(np.unravel_index(flat[came], self.shape), axis=1).astype(np.int64)
-            aid, ainv, acount = np.unique(new[came], return_inverse=True, return_counts=True)
-            amin = np.full((aid.size, len(self.shape)), np.iinfo(np.int64).max, np.int64)
-            amax = np.zeros((aid.size, len(self.shape)), np.int64)
-            np.minimum.at(amin, ainv, coords)
-            np.maximum.at(amax, ainv, coords + 1)
+            aid, ainv, acount = _group(new[came])
+            if aid.size == 1:
+                coords = np.unravel_index(flat[came], self.shape)
+                amin = np.array([[c.min() for c in coords]])
+                amax = np.array([[c.max() + 1 for c in coords]])
+            else:  # per-id min / max of sorted groups (reduceat, no ufunc.at)
+                coords = np.stack(np.unravel_index(flat[came], self.shape), axis=1)
+                order = np.argsort(ainv, kind="stable")
+                starts = np.r_[0, np.cumsum(acount)[:-1]]
+                amin = np.minimum.reduceat(coords[order], starts, axis=0)
+                amax = np.maximum.reduceat(coords[order], starts, axis=0) + 1
+            amin, amax = amin.astype(np.int64), amax.astype(np.int64)
             rows = self.rows(aid)
             known = rows >= 0
             r = rows[known]

@@ -102,8 +102,9 @@ def _groups(keys):
 
 def _relabel_part(labels, index, label_id, value, box, whole, shape):
     _, mask = object_mask(labels, index, label_id, box, whole)
-    flat = _points.local_to_flat(np.flatnonzero(mask), box, shape)
-    return flat, np.full(flat.size, label_id, np.uint64), np.full(flat.size, value, np.uint64)
+    flat = _points.mask_to_flat(mask, box, shape)
+    dtype = labels.dtype
+    return flat, np.full(flat.size, label_id, dtype), np.full(flat.size, value, dtype)
 
 
 def _ids_text(ids, limit=8):
@@ -616,7 +617,7 @@ def morph_labels(labels, ids=None, *, operation="dilate", radius=1, hole_size=64
                 opened = ndi.binary_dilation(ndi.binary_erosion(mask, footprint, border_value=1),
                                              footprint) & mask
                 change = mask & ~opened
-            flat = _points.local_to_flat(np.flatnonzero(change), box, shape)
+            flat = _points.mask_to_flat(change, box, shape)
             (grow if operation in ("dilate", "close", "fill_holes") else shrink).append(
                 (flat, label_id))
         parts = []

@@ -44,14 +44,22 @@ class EditRecord:
         parts = [p for p in parts if p[0].size]
         if not parts:
             return cls.empty(shape, dtype)
-        flat = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
-        old = np.concatenate([p[1] for p in parts]).astype(dtype, copy=False)
-        new = np.concatenate([p[2] for p in parts]).astype(dtype, copy=False)
-        order = np.argsort(flat, kind="stable")
-        flat, old, new = flat[order], old[order], new[order]
-        if flat.size > 1 and (flat[1:] == flat[:-1]).any():
-            raise RuntimeError("internal error: an edit changed a voxel twice")
+        if len(parts) == 1:
+            flat, old, new = (np.asarray(parts[0][0], np.int64), parts[0][1].astype(dtype),
+                              parts[0][2].astype(dtype))
+        else:
+            flat = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
+            old = np.concatenate([p[1] for p in parts]).astype(dtype, copy=False)
+            new = np.concatenate([p[2] for p in parts]).astype(dtype, copy=False)
+        step = np.diff(flat)
+        if (step <= 0).any():  # parts from several boxes: sort once
+            order = np.argsort(flat, kind="stable")
+            flat, old, new = flat[order], old[order], new[order]
+            if (np.diff(flat) == 0).any():
+                raise RuntimeError("internal error: an edit changed a voxel twice")
         changed = old != new
+        if changed.all():
+            return cls(tuple(shape), flat, old, new)
         return cls(tuple(shape), flat[changed], old[changed], new[changed])
 
     def __len__(self):
@@ -139,7 +147,7 @@ def _write(labels, flat, expect_before, values, index):
         if entry is not None and entry[0]() is labels:
             index = entry[1]
     if index is not None:
-        index.record_change(flat, expect_before, values)
+        index.record_change(flat, expect_before, values, _changed=True)
 
 
 def commit(labels, index, record, journal=None):
