@@ -327,3 +327,22 @@ def test_2d_labels():
     ep.delete_labels(labels, [[1, 1]])
     assert not (labels == 7).any()
     assert ep.locate_label(labels, 3).first_slice == 5
+
+
+def test_sweeps_report_progress_and_can_be_cancelled(make_blobs):
+    labels = make_blobs(seed=5)
+    before = labels.copy()
+    seen = []
+    ep.count_labels(labels, mode="slices", progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (labels.shape[0], labels.shape[0])
+
+    def cancel(done, total):
+        if done > 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ep.remove_small_labels(labels, 10**6, mode="slices", progress=cancel)
+    np.testing.assert_array_equal(labels, before)
+    steps = []
+    ep.LabelIndex.build(labels, progress=lambda d, t: steps.append(d))
+    assert steps[-1] >= 1

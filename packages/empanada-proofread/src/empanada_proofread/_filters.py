@@ -57,7 +57,7 @@ def _check_plane(plane, shape, fixed):
     return tuple(int(v) for v in key)
 
 
-def iter_planes(labels, fixed, only=None):
+def iter_planes(labels, fixed, only=None, progress=None):
     """Yield ``(key, box, plane)`` for every 2D plane (or the one plane ``only``).
 
     Planes are read in slabs (one zarr chunk thick along the slice axis) so a
@@ -81,6 +81,8 @@ def iter_planes(labels, fixed, only=None):
         thick = 1
     thick = max(1, min(thick, (8 * _arrays.BLOCK_VOXELS) // max(plane_voxels, 1)))
     for start in range(0, shape[outer], thick):
+        if progress is not None:
+            progress(start, shape[outer])
         lo = np.zeros(len(shape), np.int64)
         hi = np.array(shape, np.int64)
         lo[outer], hi[outer] = start, min(start + thick, shape[outer])
@@ -93,6 +95,8 @@ def iter_planes(labels, fixed, only=None):
                 keys = [((start + i, j), sub[j]) for j in range(sub.shape[0])]
             for key, plane in keys:
                 yield key, _points.scope_box(shape, fixed, key), plane
+    if progress is not None:
+        progress(shape[outer], shape[outer])
 
 
 def _plane_drop_part(plane, box, drop_flags, compressed, shape):
@@ -103,7 +107,7 @@ def _plane_drop_part(plane, box, drop_flags, compressed, shape):
     return flat, plane.reshape(-1)[local].astype(np.uint64), np.zeros(local.size, np.uint64)
 
 
-def _delete_ids(labels, index, drop_ids, shape):
+def _delete_ids(labels, index, drop_ids, shape, progress=None):
     """Diff deleting every id of the sorted ``drop_ids`` (boxes, or one sweep when many)."""
     if drop_ids.size == 0:
         return []
@@ -120,7 +124,10 @@ def _delete_ids(labels, index, drop_ids, shape):
                           np.zeros(flat.size, np.uint64)))
         return parts
     parts = []
-    for box in _arrays.iter_blocks(shape, _arrays.write_chunks(labels)):
+    blocks = list(_arrays.iter_blocks(shape, _arrays.write_chunks(labels)))
+    for n, box in enumerate(blocks, 1):
+        if progress is not None:
+            progress(n - 1, len(blocks))
         block = _arrays.read(labels, box).reshape(-1)
         vals = block.astype(np.uint64)
         pos = np.minimum(np.searchsorted(drop_ids, vals), drop_ids.size - 1)
@@ -142,7 +149,8 @@ def _destination(labels, index, out):
     return out, out_index
 
 
-def _filter(labels, mode, axis, plane, out, index, journal, name, volume_ids, plane_flags):
+def _filter(labels, mode, axis, plane, out, index, journal, name, volume_ids, plane_flags,
+            progress=None):
     labels, index = prepare(labels, index, writable=out is None)
     shape = tuple(labels.shape)
     mode = _check_mode(mode)
@@ -155,11 +163,11 @@ def _filter(labels, mode, axis, plane, out, index, journal, name, volume_ids, pl
     def compute(index):
         if mode == "volume":
             drop = volume_ids(index)
-            parts = _delete_ids(labels, index, drop, shape)
+            parts = _delete_ids(labels, index, drop, shape, progress)
             removed = drop
         else:
             parts, removed = [], []
-            for _pkey, box, data in iter_planes(labels, fixed, key):
+            for _pkey, box, data in iter_planes(labels, fixed, key, progress):
                 ids, compressed, sizes = _compress(data)
                 if ids.size == 0:
                     continue
@@ -187,7 +195,7 @@ def _filter(labels, mode, axis, plane, out, index, journal, name, volume_ids, pl
 
 
 def remove_small_labels(labels, min_size, *, mode="volume", axis=0, plane=None, out=None,
-                        index=None, _journal=None):
+                        index=None, progress=None, _journal=None):
     """Remove every label with fewer than ``min_size`` voxels.
 
     Parameters
@@ -210,6 +218,9 @@ def remove_small_labels(labels, min_size, *, mode="volume", axis=0, plane=None, 
         Write the filtered labels here (a copy of ``labels`` first), leaving
         ``labels`` unchanged, as the original's filter made a new layer.
     index : LabelIndex, optional
+    progress : callable, optional
+        ``progress(done, total)`` during whole-array sweeps; raise from it to cancel
+        (nothing is written then).
 
     Returns
     -------
@@ -225,11 +236,11 @@ def remove_small_labels(labels, min_size, *, mode="volume", axis=0, plane=None, 
         return sizes < min_size
 
     return _filter(labels, mode, axis, plane, out, index, _journal, "small", volume_ids,
-                   plane_flags)
+                   plane_flags, progress)
 
 
 def remove_boundary_labels(labels, *, mode="volume", axis=0, plane=None, out=None, index=None,
-                           _journal=None):
+                           progress=None, _journal=None):
     """Remove every label that touches the border of the array (or of its plane).
 
     Parameters
@@ -240,7 +251,7 @@ def remove_boundary_labels(labels, *, mode="volume", axis=0, plane=None, out=Non
         index's boxes, no sweep); ``"slices"``: in each 2D plane, labels
         touching that plane's edges (``skimage.segmentation.clear_border`` per
         slice); ``"image"``: only in the plane ``plane``.
-    axis, plane, out, index
+    axis, plane, out, index, progress
         As in :func:`remove_small_labels`.
 
     Returns
@@ -267,7 +278,7 @@ def remove_boundary_labels(labels, *, mode="volume", axis=0, plane=None, out=Non
 
     labels_ref = [labels]
     return _filter(labels, mode, axis, plane, out, index, _journal, "boundary", volume_ids,
-                   plane_flags)
+                   plane_flags, progress)
 
 
 # ---------------------------------------------------------------------------------------
@@ -345,7 +356,7 @@ class LabelTable:
 
 
 def count_labels(labels, *, label_divisor=None, class_names=None, mode="volume", axis=0,
-                 plane=None, path=None, index=None):
+                 plane=None, path=None, index=None, progress=None):
     """Ids and voxel counts per class (per plane in the 2D modes), with bounding boxes.
 
     Parameters
@@ -367,6 +378,8 @@ def count_labels(labels, *, label_divisor=None, class_names=None, mode="volume",
     path : str or path, optional
         Also write the table there as CSV.
     index : LabelIndex, optional
+    progress : callable, optional
+        ``progress(done, total)`` during the per-slice sweep; raise from it to cancel.
 
     Returns
     -------
@@ -394,7 +407,7 @@ def count_labels(labels, *, label_divisor=None, class_names=None, mode="volume",
         free = [a for a in range(len(shape)) if a not in fixed]
         axes = tuple(_AXIS_NAMES[len(shape)][a] for a in free)
         plane_keys, id_parts, vox_parts, lo_parts, hi_parts = [], [], [], [], []
-        for pkey, _box, data in iter_planes(labels, fixed, key):
+        for pkey, _box, data in iter_planes(labels, fixed, key, progress):
             stats = object_stats(data)
             if len(stats) == 0:
                 continue
