@@ -201,6 +201,8 @@ def bench_volume(name, dense, zarr_arr, repeat, naive_repeat, run_naive, naive_s
         rows.append((name, kind, "label index (one sweep)", time.perf_counter() - t0, None))
         for op, (fn, reset) in our_operations(target, i, pi, pj).items():
             rows.append((name, kind, op, best(fn, repeat, reset), None))
+            print(f"  {name} {kind} {op}: {rows[-1][3] * 1e3:.2f} ms", file=sys.stderr,
+                  flush=True)
         merged = ep.merge_labels(target, [pi, pj])  # split the merged pair (untimed merge)
         split_time = best(lambda t=target: ep.split_label(t, [pi, pj], points_as_markers=True),
                           repeat, lambda edit, t=target: edit.record.undo(t))
@@ -230,7 +232,11 @@ def bench_volume(name, dense, zarr_arr, repeat, naive_repeat, run_naive, naive_s
             "remove small labels": (lambda: naive_small(lab, MIN_SIZE), None),
             "remove boundary labels": (lambda: naive_boundary(lab), None),
         }
-        naive_times = {op: best(fn, naive_repeat, reset) for op, (fn, reset) in naive.items()}
+        naive_times = {}
+        for op, (fn, reset) in naive.items():
+            naive_times[op] = best(fn, naive_repeat, reset)
+            print(f"  {name} naive {op}: {naive_times[op] * 1e3:.1f} ms", file=sys.stderr,
+                  flush=True)
         if naive_split_ok:
             def remerge(_):
                 undo_from(snapshot)(None)
@@ -263,7 +269,7 @@ def bench_volume(name, dense, zarr_arr, repeat, naive_repeat, run_naive, naive_s
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1x volume only")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args(argv)
 
     import tifffile

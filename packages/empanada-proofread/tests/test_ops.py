@@ -346,3 +346,22 @@ def test_sweeps_report_progress_and_can_be_cancelled(make_blobs):
     steps = []
     ep.LabelIndex.build(labels, progress=lambda d, t: steps.append(d))
     assert steps[-1] >= 1
+
+
+@pytest.mark.parametrize("share", [0.0, 2.0])  # force the whole-array sweep / the boxes
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint64])
+def test_volume_filters_sweep_and_boxes_agree(share, dtype, make_blobs, monkeypatch):
+    from empanada_proofread import _filters
+
+    monkeypatch.setattr(_filters, "_SWEEP_SHARE", share)
+    labels = make_blobs(seed=6).astype(dtype)
+    if dtype == np.uint64:
+        labels[labels > 0] += np.uint64(2**40)
+    expected = labels.copy()
+    sizes = {i: (labels == i).sum() for i in np.unique(labels[labels > 0])}
+    for i, n in sizes.items():
+        if n < 300:
+            expected[expected == i] = 0
+    edit = ep.remove_small_labels(labels, 300)
+    np.testing.assert_array_equal(labels, expected)
+    assert set(edit.ids) == {i for i, n in sizes.items() if n < 300}

@@ -124,17 +124,28 @@ def _delete_ids(labels, index, drop_ids, shape, progress=None):
                           np.zeros(flat.size, np.uint64)))
         return parts
     parts = []
+    top = int(drop_ids[-1])
+    lut = None
+    if top < (1 << 24):  # small ids: one boolean lookup per voxel instead of a search
+        lut = np.zeros(top + 2, bool)  # the last entry stands for every id above ``top``
+        lut[drop_ids.astype(np.intp)] = True
     blocks = list(_arrays.iter_blocks(shape, _arrays.write_chunks(labels)))
     for n, box in enumerate(blocks, 1):
         if progress is not None:
             progress(n - 1, len(blocks))
         block = _arrays.read(labels, box).reshape(-1)
-        vals = block.astype(np.uint64)
-        pos = np.minimum(np.searchsorted(drop_ids, vals), drop_ids.size - 1)
-        local = np.flatnonzero((drop_ids[pos] == vals) & (vals != 0))
+        nonzero = np.flatnonzero(block)  # only foreground voxels are looked up
+        vals = block[nonzero]
+        if lut is not None:
+            hit = lut[np.minimum(vals, lut.size - 1)]
+        else:
+            v64 = vals.astype(np.uint64)
+            pos = np.minimum(np.searchsorted(drop_ids, v64), drop_ids.size - 1)
+            hit = drop_ids[pos] == v64
+        local = nonzero[hit]
         if local.size:
             flat = _points.local_to_flat(local, box, shape)
-            parts.append((flat, vals[local], np.zeros(local.size, np.uint64)))
+            parts.append((flat, vals[hit], np.zeros(local.size, block.dtype)))
     return parts
 
 
