@@ -20,8 +20,17 @@ __all__ = ["LabelIndex", "label_index", "forget_index"]
 
 def _group(values):
     """Sorted unique values, inverse and counts (one comparison when all are equal)."""
-    if values.size and values.min() == values.max():
+    if values.size == 0:
+        return values[:0].copy(), np.zeros(0, np.intp), np.zeros(0, np.int64)
+    lo, hi = values.min(), values.max()
+    if lo == hi:
         return values[:1].copy(), np.zeros(values.size, np.intp), np.array([values.size])
+    if int(hi) < max(1 << 20, 2 * values.size):  # small ids: linear bincount, no sort
+        counts = np.bincount(values.astype(np.intp, copy=False))
+        uniq = np.flatnonzero(counts)
+        lut = np.zeros(counts.size, np.intp)
+        lut[uniq] = np.arange(uniq.size)
+        return uniq.astype(values.dtype), lut[values], counts[uniq]
     uniq, inv, counts = np.unique(values, return_inverse=True, return_counts=True)
     return uniq, inv.reshape(-1), counts
 
