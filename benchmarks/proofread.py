@@ -299,7 +299,8 @@ def main(argv=None):
     print("|---|---|---|---:|---:|---:|")
     for name, kind, op, ours, naive in rows:
         naive_s = f"{naive * 1e3:.1f}" if naive else "-"
-        ratio = f"{naive / ours:.0f}x" if naive else "-"
+        ratio = "-" if not naive else (f"{naive / ours:.1f}x" if naive / ours < 10
+                                       else f"{naive / ours:.0f}x")
         print(f"| {name} | {kind} | {op} | {ours * 1e3:.2f} | {naive_s} | {ratio} |")
     # size independence: 16x / 1x for each of our operations
     if not args.quick:
