@@ -1,6 +1,6 @@
 """Test sessions for the empanada monorepo.
 
-``nox`` runs the default sessions (lint, core, tests); ``nox --list`` shows all.
+``nox`` runs the default sessions (lint, core, proofread, tests); ``nox --list`` shows all.
 Each session builds a fresh virtualenv, so a green run proves the packages
 install from this tree alone.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "core", "tests", "napari"]
+nox.options.sessions = ["lint", "core", "proofread", "tests", "napari"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).parent
@@ -61,6 +61,23 @@ def core(session):
     session.run(
         "pytest", "packages/empanada-core/tests", "--doctest-modules", "--pyargs",
         "empanada_core", *session.posargs,
+    )
+
+
+@nox.session
+def proofread(session):
+    """empanada-proofread ALONE with its declared dependencies (core, numpy, scipy,
+    scikit-image; zarr and tifffile from its test extra), no torch or napari, and its tests."""
+    session.install(_pkg("core"), _pkg("proofread") + "[test]")
+    session.run(
+        "python", "-c",
+        "import importlib.util as u, sys; bad = [m for m in "
+        "('torch', 'napari', 'empanada_models', 'empanada_infer', 'empanada_train') "
+        "if u.find_spec(m)]; sys.exit(f'proofread env must not contain {bad}' if bad else 0)",
+    )
+    session.run(
+        "pytest", "packages/empanada-proofread/tests", "--doctest-modules", "--pyargs",
+        "empanada_proofread", *session.posargs,
     )
 
 
