@@ -193,7 +193,7 @@ def connect_client(scheduler=None, *, n_workers=None, threads_per_worker=1, time
     _check_int(n_workers, "n_workers", 1)
     cluster = distributed.LocalCluster(
         n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
-        dashboard_address=":0" if _has_bokeh() else None, silence_logs=logging.ERROR,
+        dashboard_address=":0", silence_logs=logging.ERROR,
     )
     return distributed.Client(cluster), cluster
 
@@ -217,12 +217,6 @@ def _import_distributed():
             "blockwise inference needs Dask distributed: pip install 'empanada-infer[distributed]'"
         ) from None
     return distributed
-
-
-def _has_bokeh():
-    import importlib.util
-
-    return importlib.util.find_spec("bokeh") is not None
 
 
 def _check_int(value, name, minimum):
@@ -327,11 +321,10 @@ def _region(job, b):
 
 
 def _is_empty(data, skip_below):
-    """No signal: a constant block, or one whose values are all <= ``skip_below``."""
-    hi = data.max()
-    if skip_below is not None and hi <= skip_below:
+    """No signal: an all-zero block, or one whose values are all <= ``skip_below``."""
+    if skip_below is not None and data.max() <= skip_below:
         return True
-    return bool(hi == data.min())
+    return not data.any()
 
 
 def _block_file(job, b):
@@ -476,9 +469,9 @@ def _match_block(job, a):
             nb_pos[d] += 1
             b = int(np.ravel_multi_index(nb_pos, grid))
             with np.load(_block_file(job, b)) as fb:
-                if job["halo"][d] > 0:
-                    comparisons = [(fa[f"halo_{d}1"], fb[f"core_{d}0"]),
-                                   (fb[f"halo_{d}0"], fa[f"core_{d}1"])]
+                if job["halo"][d] > 0:  # (the core's own labels, the neighbour's halo)
+                    comparisons = [(fb[f"core_{d}0"], fa[f"halo_{d}1"]),
+                                   (fa[f"core_{d}1"], fb[f"halo_{d}0"])]
                 else:  # no overlap: the two touching layers
                     last = [slice(None)] * 3
                     last[d] = slice(-1, None)
@@ -711,7 +704,7 @@ def segment_blockwise(volume, out=None, *, model=None, params=None, mode="stack"
         (done blocks are skipped) and one of another call is refused.
     skip_below : float, optional
         Blocks whose input values (core and halo) are all <= this are not
-        segmented (label 0). Constant blocks (for example zero padding outside
+        segmented (label 0). All-zero blocks (for example zero padding outside
         the sample) are always skipped.
     stitch_threshold : float
         Two blocks' ids are one object when their overlap is at least this

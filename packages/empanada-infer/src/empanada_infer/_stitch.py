@@ -151,19 +151,38 @@ def overlap_counts(a, b):
 def link_overlaps(ids_a, ids_b, counts, area_a, area_b, threshold=0.5):
     """The pairs of :func:`overlap_counts` that are one object seen twice.
 
-    A pair is linked when its shared voxels are at least ``threshold`` of the
-    smaller of the two (within the compared region): an object predicted a
-    little differently by two blocks still links, two objects that merely touch
-    do not.
+    ``a`` is the labelling trusted in the region (the block whose core it is),
+    ``b`` a neighbour's prediction from its halo. Each id of ``b`` links to the
+    id of ``a`` it shares most voxels with, when those are at least
+    ``threshold`` of the smaller of the two (within the region). So an object
+    predicted a little differently by two blocks still links, two objects that
+    merely touch do not, and two objects that ``a`` keeps apart are never
+    joined because ``b`` merged them; pieces that ``b`` split and ``a`` sees as
+    one are joined.
 
     Returns
     -------
     linked : (P,) bool ndarray
+
+    Examples
+    --------
+    >>> link_overlaps(np.array([1, 2, 3]), np.array([7, 7, 8]), np.array([50, 30, 2]),
+    ...               np.array([60, 40, 100]), np.array([90, 90, 3]))
+    array([ True, False, False])
     """
     if not 0.0 < float(threshold) <= 1.0:
         raise ValueError(f"`threshold` must be in (0, 1]; got {threshold!r}")
+    counts = np.asarray(counts)
     smaller = np.minimum(area_a, area_b)
-    return np.asarray(counts) >= float(threshold) * smaller
+    linked = counts >= float(threshold) * smaller
+    if counts.size:
+        ids_b = np.asarray(ids_b)
+        order = np.lexsort((-counts, ids_b))  # per id of b, its largest overlap first
+        first = np.r_[True, ids_b[order][1:] != ids_b[order][:-1]]
+        best = np.zeros(counts.size, bool)
+        best[order[first]] = True
+        linked &= best
+    return linked
 
 
 def connected_groups(nodes, edges_a, edges_b):
