@@ -89,14 +89,32 @@ def test_seams_equal_the_single_process_run(reference, single_run):
     assert labels.dtype == np.uint32
 
 
-def test_ortho_mode_and_no_halo(cluster, blob, volume):
+def separated_balls(shape, n, seed, gap=3):
+    """Dark balls (radius 4-7) that neither touch nor overlap."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    vol = np.full(shape, 200, np.uint8)
+    for _ in range(n):
+        for _ in range(50):
+            c = [rng.integers(0, s) for s in shape]
+            r = rng.integers(4, 8)
+            dist = (zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2
+            if (vol[dist <= (r + gap) ** 2] == 200).all():
+                vol[dist <= r ** 2] = 40
+                break
+    return vol
+
+
+def test_ortho_mode_and_no_halo(cluster, blob):
+    # Touching balls can differ: a block that gives a few voxels of one ball to its
+    # touching neighbour joins the two at the seam (the owner of a face region decides).
+    volume = separated_balls(SHAPE, 12, seed=2)
     seg = ei.Segmenter.from_registry(blob, PARAMS, device="cpu")
     ortho = run(volume, None, blob, cluster, mode="ortho").output
     single = seg.segment_orthoplanes(volume)
-    # one block's consensus gives 45 voxels of a ball to its touching neighbour, which
-    # then joins them at the seam: the only difference from the single run
-    assert abs(len(np.unique(ortho)) - len(np.unique(single))) <= 1
-    assert partition_disagreement(single, ortho) < 0.05
+    assert len(np.unique(single)) > 6
+    assert len(np.unique(ortho)) == len(np.unique(single))
+    assert partition_disagreement(single, ortho) < 0.01  # a few boundary voxels
     # without a halo the touching layers are matched: still one id per ball
     touching = run(volume, None, blob, cluster, halo=0).output
     ref = seg.segment_stack(volume)
