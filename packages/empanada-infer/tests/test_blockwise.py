@@ -306,7 +306,7 @@ def test_cli_on_a_running_scheduler_and_a_local_cluster(cluster, blob, volume, r
     assert summary["objects"] == {"blob": len(np.unique(expected)) - 1}
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "a.zarr" / "labels")[...],
                                   expected)
-    assert main([*common, "-o", str(tmp_path / "b.zarr"), "--workers", "2"]) == 0
+    assert main([*common, "-o", str(tmp_path / "b.zarr"), "--workers", "1"]) == 0
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "b.zarr" / "labels")[...],
                                   expected)
     capsys.readouterr()

@@ -166,7 +166,7 @@ def link_overlaps(ids_a, ids_b, counts, area_a, area_b, threshold=0.5):
 
     Examples
     --------
-    >>> link_overlaps(np.array([1, 2, 3]), np.array([7, 7, 8]), np.array([50, 30, 2]),
+    >>> link_overlaps(np.array([1, 2, 3]), np.array([7, 7, 8]), np.array([50, 30, 1]),
     ...               np.array([60, 40, 100]), np.array([90, 90, 3]))
     array([ True, False, False])
     """

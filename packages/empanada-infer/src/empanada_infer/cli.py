@@ -128,17 +128,17 @@ def register_segment(subparsers):
                    help="auto: divide uint8 by 255 as the original, percentile-rescale others")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
     g = p.add_argument_group("scale-out (Dask distributed; pip install empanada-infer[distributed])")
-    g.add_argument("--workers", type=_positive_int, default=None,
+    g.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="segment 3D volumes block by block on a local Dask cluster of N worker "
                    "processes (zarr output; see docs/scale-out.md)")
-    g.add_argument("--scheduler", default=None,
-                   help="segment block by block on a running Dask scheduler, tcp://HOST:PORT")
-    g.add_argument("--block-size", type=_triple_arg, default=None,
-                   help="core block Z,Y,X (or N) of --workers/--scheduler runs (default: 64 "
-                   "slices of 512 x 512 for stack, 128^3 for ortho)")
-    g.add_argument("--halo", type=_triple_arg, default=None,
-                   help="context around each block, Z,Y,X or N (default: 32 in-plane, half the "
-                   "median window + 2 along the stack)")
+    g.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="segment block by block on a running Dask scheduler")
+    g.add_argument("--block-size", type=_triple_arg, default=None, metavar="Z,Y,X",
+                   help="core block of --workers/--scheduler runs, Z,Y,X or N; None: 64 "
+                   "slices of 512 x 512 for stack, 128^3 for ortho")
+    g.add_argument("--halo", type=_triple_arg, default=None, metavar="Z,Y,X",
+                   help="context around each block, Z,Y,X or N; None: 32 in-plane, half the "
+                   "median window + 2 along the stack")
     g = p.add_argument_group("reporting")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
