@@ -32,12 +32,14 @@ Tasks have deterministic keys, and Dask reruns those of a lost worker.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -269,10 +271,34 @@ def _worker_device(device):
     return f"cuda:{index % torch.cuda.device_count()}"
 
 
+def _keep_freed_memory():
+    """Undo, in this worker process, the malloc trimming that Dask's nanny asks for.
+
+    The nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting it also
+    fixes glibc's mmap threshold at 128 KiB, so every large tensor of every forward
+    is mapped afresh and page-faulted in: torch forwards ran 1.5x (one thread) to 1.8x
+    (two threads) slower in a worker than in a plain process (measured on 416 x 544
+    MitoLite_v1 slices). Raising both thresholds keeps freed memory for the next
+    forward, as in a plain process. glibc (Linux) only; elsewhere nothing is done.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        for limit in (1 << 30, 1 << 25):  # older glibc caps the mmap threshold at 32 MiB
+            if libc.mallopt(m_mmap_threshold, limit):
+                break
+        libc.mallopt(m_trim_threshold, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_segmenter(job):
     def make():
         from ._engine import Segmenter
 
+        _keep_freed_memory()
         if job["torch_threads"]:
             import torch
 
