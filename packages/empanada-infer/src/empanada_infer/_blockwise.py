@@ -1004,13 +1004,17 @@ def _run_windowed(client, items, submit, on_done, should_stop, cancelled):
     """Submit ``submit(item)`` for every item, a bounded number in flight, in order.
 
     ``on_done(item, result)`` runs on this thread as each task finishes (any
-    order). A failed task's error is raised; ``should_stop`` is polled.
+    order). A failed task's error is raised; ``should_stop`` is polled. Task
+    keys are deterministic, so a task resubmitted right after an earlier call
+    cancelled the same key can come back cancelled: it is submitted again (a
+    few times at most).
     """
     from distributed import wait
 
     items = list(items)
     pending = {}
     position = 0
+    resubmitted = {}
 
     def window():
         threads = sum(client.nthreads().values()) if hasattr(client, "nthreads") else 1
@@ -1025,11 +1029,18 @@ def _run_windowed(client, items, submit, on_done, should_stop, cancelled):
             if should_stop is not None and should_stop():
                 raise cancelled("the blockwise run was cancelled")
             try:
-                done, _ = wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
+                wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
             except TimeoutError:  # nothing finished yet: poll should_stop again
                 continue
-            for future in done:
+            except Exception:  # noqa: BLE001 - a cancelled future: handled below
+                pass
+            for future in [f for f in pending if f.status != "pending"]:
                 item = pending.pop(future)
+                if future.status == "cancelled" and resubmitted.get(item, 0) < 3:
+                    resubmitted[item] = resubmitted.get(item, 0) + 1
+                    time.sleep(0.1)
+                    pending[submit(item)] = item
+                    continue
                 on_done(item, future.result())
     finally:
         if pending:
