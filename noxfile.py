@@ -86,8 +86,8 @@ def tests(session):
     """Every package installed together (torch CPU first), the full test suite."""
     _install_torch(session)
     session.install(*TEST_DEPS)
-    for name in ORDER:
-        session.install("-e", _pkg(name))
+    for name in ORDER:  # infer with its Dask extra, so the blockwise tests run
+        session.install("-e", _pkg(name) + ("[distributed]" if name == "infer" else ""))
     suites = [f"packages/empanada-{name}/tests" for name in ORDER]
     srcs = [f"packages/empanada-{name}/src" for name in ORDER]
     session.run("pytest", *suites, *srcs, "tests", *session.posargs)

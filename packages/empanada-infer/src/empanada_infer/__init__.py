@@ -39,6 +39,12 @@ _EXPORTS = {
     "segment_orthoplanes": "_engine",
     "ortho_merge": "_engine",
     "segment_stack_distributed": "_distributed",
+    # blockwise inference on a Dask cluster
+    "segment_blockwise": "_blockwise",
+    "BlockwiseResult": "_blockwise",
+    "connect_client": "_blockwise",
+    "default_block_size": "_blockwise",
+    "default_halo": "_blockwise",
     "PLANES": "_engine",
 }
 

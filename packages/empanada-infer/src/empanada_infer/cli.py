@@ -39,6 +39,17 @@ def _non_negative_int(text):
     return value
 
 
+def _triple_arg(text):
+    """``N`` or ``Z,Y,X`` (ints >= 0) for --block-size and --halo."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be N or Z,Y,X integers; got {text}") from None
+    if len(values) not in (1, 3) or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"must be N or Z,Y,X integers >= 0; got {text}")
+    return tuple(values * 3 if len(values) == 1 else values)
+
+
 def _fraction(text):
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -119,6 +130,18 @@ def register_segment(subparsers):
     g.add_argument("--normalize", choices=("auto", "percentile", "dtype"), default="auto",
                    help="auto: divide uint8 by 255 as the original, percentile-rescale others")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g = p.add_argument_group("scale-out (Dask distributed; pip install empanada-infer[distributed])")
+    g.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                   help="segment 3D volumes block by block on a local Dask cluster of N worker "
+                   "processes (zarr output; see docs/scale-out.md)")
+    g.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="segment block by block on a running Dask scheduler")
+    g.add_argument("--block-size", type=_triple_arg, default=None, metavar="Z,Y,X",
+                   help="core block of --workers/--scheduler runs, Z,Y,X or N; None: 64 "
+                   "slices of 512 x 512 for stack, 128^3 for ortho")
+    g.add_argument("--halo", type=_triple_arg, default=None, metavar="Z,Y,X",
+                   help="context around each block, Z,Y,X or N; None: 32 in-plane, half the "
+                   "median window + 2 along the stack")
     g = p.add_argument_group("reporting")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -313,6 +336,8 @@ def _segment_locked(args, source, out_path, mode, image, params, start):
     config = resolve_model_config(args.model)
     class_names = dict(config.class_names)
     div = params.label_divisor
+    if args.workers is not None or args.scheduler is not None:
+        return _run_blockwise(args, source, out_path, mode, config, params, start)
     out = None
     checkpoints = None
     if mode != "batch":
@@ -491,6 +516,58 @@ def _checkpoints(out_path, shape, mode, args, record):
                                  slice_axis=_AXES[plane], overwrite=args.overwrite,
                                  resume=not args.overwrite, params=record)
             for plane in planes}
+
+
+def _run_blockwise(args, source, out_path, mode, config, params, start):
+    """``--workers`` / ``--scheduler``: blockwise inference on a Dask cluster."""
+    from ._blockwise import connect_client, segment_blockwise
+    from ._readers import open_image
+
+    if args.workers is not None and args.scheduler is not None:
+        raise ValueError("give --workers (a local cluster) or --scheduler (a running one), "
+                         "not both")
+    if mode not in ("stack", "ortho"):
+        raise ValueError(f"--workers/--scheduler segment 3D volumes (stack or ortho mode); "
+                         f"got mode {mode}")
+    if not _is_zarr(out_path):
+        raise ValueError(f"--workers/--scheduler write a chunked zarr store: {out_path} must "
+                         "end in .zarr or .ome.zarr")
+    if args.gpus > 1 or args.return_stacks:
+        raise ValueError("--gpus and --return-stacks do not combine with --workers/--scheduler")
+    client, cluster = connect_client(args.scheduler, n_workers=args.workers)
+    if "dashboard" in client.scheduler_info().get("services", {}) and not args.quiet:
+        print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    bar = _Bar(args.quiet, desc=f"{mode} blocks (segment, match, relabel)")
+    try:
+        result = segment_blockwise(
+            str(source), out_path, model=config, params=params, mode=mode, plane=args.plane,
+            block_size=args.block_size, halo=args.halo, client=client, device=args.device,
+            quantized=args.quantized, key=args.key, level=args.level, overwrite=args.overwrite,
+            progress=bar, record=_run_params_record(
+                args, config, open_image(source, key=args.key, level=args.level)),
+            torch_threads=_local_torch_threads(args),
+        )
+    finally:
+        bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    names = dict(config.class_names)
+    if result.already_complete:
+        counts = _summary(result.output, params.label_divisor, names)
+    else:
+        counts = {name: result.counts.get(c, 0) for c, name in names.items()}
+    _report(args, source, str(out_path), mode, config.name, counts,
+            time.perf_counter() - start, shown=str(out_path),
+            already_complete=result.already_complete)
+    return 0
+
+
+def _local_torch_threads(args):
+    """CPU workers of a local cluster share this machine's cores."""
+    if args.workers is None or str(args.device).startswith("cuda"):
+        return None
+    return max(1, (os.cpu_count() or 1) // args.workers)
 
 
 def _segment_into(seg, image, mode, args, out, bar, out_path, checkpoints=None):
