@@ -111,7 +111,7 @@ def load_yaml(text: str):
 
     Examples
     --------
-    >>> load_yaml("a: 1\nb: [x, y]")
+    >>> load_yaml("{a: 1, b: [x, y]}")
     {'a': 1, 'b': ['x', 'y']}
     """
     return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
