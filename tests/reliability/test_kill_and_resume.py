@@ -62,8 +62,9 @@ def test_killed_zarr_run_resumes_bitwise(workdir, cli, small, mode, kill_after, 
     code, _, err = cli(*args, "-o", "killed.zarr")
     assert code == 0, err
     total = sum(tifffile.imread(workdir / "vol.tif").shape) if mode == "ortho" else 12
-    # the finished slices were read back, not recomputed (the median window redoes 1)
-    assert sum(forwards) <= total - kill_after + (3 if mode == "ortho" else 1)
+    # the finished slices were read back, not recomputed: the median window redoes one
+    # slice per plane, and the engine's parallel-forward probe may add a few
+    assert sum(forwards) <= total - kill_after + 8
     np.testing.assert_array_equal(_labels(workdir / "killed.zarr"), _labels(workdir / "whole.zarr"))
     assert ei.is_complete(zarr.open_group(workdir / "killed.zarr", mode="r")["labels"])
     assert not (workdir / "killed.zarr.slices.zarr").exists()

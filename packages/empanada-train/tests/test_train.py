@@ -369,9 +369,11 @@ def test_run_errors_before_training(blobs, tmp_path, home):
 
 
 def _dummy_weights(tmp_path):
-    path = tmp_path / "dummy.pth"
-    path.write_bytes(b"not used")
-    return path
+    # a real TorchScript file: registration checks that weights load
+    from empanada_models.testing import write_test_model
+
+    write_test_model(tmp_path / "dummy", "Dummy")
+    return tmp_path / "dummy" / "Dummy.pth"
 
 
 def test_log_csv_and_optional_plot(tmp_path):
