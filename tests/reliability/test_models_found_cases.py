@@ -123,10 +123,13 @@ def test_unknown_architecture_is_refused(tmp_path):
         em.ModelConfig.from_yaml(config)
 
 
-def test_architecture_names_are_the_builders():
-    from empanada_models._builders import _ARCHITECTURES
-
-    assert set(_ARCHITECTURES) == set(em.ARCHITECTURES)
+def test_every_catalogue_entry_builds_its_named_architecture():
+    for name, entry in em.ARCHITECTURES.items():
+        assert entry.name == name
+        assert callable(entry.builder)
+        assert set(entry.training_defaults) - {"num_classes"} <= set(entry.keyword_names())
+        model = em.build_model(name, encoder="resnet18", num_classes=1)
+        assert model.arch == name
 
 
 def test_config_with_more_classes_than_the_network_fails_clearly(tmp_path):
@@ -182,7 +185,7 @@ class _TrickleServer:
 
 
 def test_trickling_download_fails_and_leaves_no_temp_file(home, monkeypatch):
-    import empanada_models._registry as registry
+    import empanada_models._download as registry
 
     monkeypatch.setattr(registry, "_STALL_WINDOW_S", 0.5)
     monkeypatch.setattr(registry, "_STALL_MIN_BYTES", 1000)
@@ -201,7 +204,7 @@ def test_temp_file_of_a_killed_download_is_cleaned_up(home, monkeypatch):
     import subprocess
     import sys
 
-    import empanada_models._registry as registry
+    import empanada_models._download as registry
 
     monkeypatch.setattr(registry, "_STALL_WINDOW_S", 0.3)
     monkeypatch.setattr(registry, "_STALL_MIN_BYTES", 10**9)

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import empanada_models as em  # noqa: E402
-from empanada_models import _registry as reg  # noqa: E402
+from empanada_models import _home  # noqa: E402
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def home(tmp_path, monkeypatch):
 def test_default_is_the_builtin_offline_model(home):
     assert em.get_default_model() == "MitoLite_v1"
     cfg = em.get_model_config("MitoLite_v1")
-    weights = reg.BUILTIN_CONFIG_DIR.parent / "weights" / "MitoLite_v1.pth"
+    weights = _home.BUILTIN_CONFIG_DIR.parent / "weights" / "MitoLite_v1.pth"
     assert weights.is_file()
     assert em.cached_model_file(cfg).resolve() == weights.resolve()
     assert weights.stat().st_size <= 60e6

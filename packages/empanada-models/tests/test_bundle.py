@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from empanada_models import _registry as reg
+import empanada_models as reg
+from empanada_models import ChecksumError, ModelExistsError
 from empanada_models._bundle import BundleError, export_bundle, import_bundle
 from empanada_models._config import ModelConfig
-from empanada_models._registry import ChecksumError, ModelExistsError
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:`torch\.jit\.(script|save)` is deprecated:DeprecationWarning")

@@ -12,7 +12,7 @@ from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization.observer import ObserverBase
 
-import empanada_models._registry as reg
+import empanada_models as reg
 from empanada_core.testing import data_path
 from empanada_models import _quantize
 from empanada_models._builders import panoptic_bifpn_pr, panoptic_deeplab, panoptic_deeplab_pr

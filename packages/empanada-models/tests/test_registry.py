@@ -13,14 +13,16 @@ import pytest
 import torch
 import yaml
 
-from empanada_models import _registry as reg
-from empanada_models._config import ConfigError, ModelConfig
-from empanada_models._registry import (
+import empanada_models as reg
+from empanada_models import (
     ChecksumError,
     ModelDownloadError,
     ModelExistsError,
     ModelNotFoundError,
+    _download,
+    _registry,
 )
+from empanada_models._config import ConfigError, ModelConfig
 
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:`torch\.jit\.(script|save)` is deprecated:DeprecationWarning")
@@ -175,7 +177,7 @@ def test_user_config_overrides_builtin(home, tiny):
     write_config(home / "configs" / "MitoNet_v1.yaml", config_dict(tiny, padding_factor=32))
     assert reg.list_models().count("MitoNet_v1") == 1
     assert reg.get_model_config("MitoNet_v1").padding_factor == 32
-    assert reg._discover()["MitoNet_v1"][1] == "user (overrides built-in)"
+    assert _registry._discover()["MitoNet_v1"][1] == "user (overrides built-in)"
 
 
 def test_default_model_is_registered(home):
@@ -264,7 +266,7 @@ def test_missing_config_file(home, tmp_path):
 
 
 def test_name_or_config_type(home):
-    with pytest.raises(TypeError, match="name_or_config"):
+    with pytest.raises(TypeError, match="a model must be given"):
         reg.load_model(42)
 
 
@@ -316,8 +318,8 @@ def test_download_once_into_the_cache(home, server, tiny):
 
 
 def test_same_basename_different_urls_do_not_collide(home, server):
-    a = reg._cache_path(server.url("/files/tiny.pth"))
-    b = reg._cache_path(server.url("/other/tiny.pth"))
+    a = _download._cache_path(server.url("/files/tiny.pth"))
+    b = _download._cache_path(server.url("/other/tiny.pth"))
     assert a != b
     assert a.suffix == b.suffix == ".pth"
 

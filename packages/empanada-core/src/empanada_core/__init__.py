@@ -8,67 +8,40 @@ Panoptic ids follow the original empanada convention:
 ``class_id * label_divisor + instance_id`` (stuff classes: ``class_id * label_divisor``).
 """
 
-from importlib import import_module
+import lazy_loader
 
 __version__ = "0.1.0"
 
-# public name -> private module that defines it
-_EXPORTS = {
-    # 2D panoptic postprocessing
-    "logits_to_probabilities": "_panoptic",
-    "harden_semantic": "_panoptic",
-    "find_instance_centers": "_panoptic",
-    "group_pixels": "_panoptic",
-    "merge_semantic_and_instance": "_panoptic",
-    "split_connected_instances": "_panoptic",
-    "panoptic_postprocess": "_panoptic",
-    # streaming median of semantic probabilities
-    "MedianFilter": "_median",
-    "median_filter_stack": "_median",
-    # slices -> 3D objects
-    "StackAssembler": "_stack",
-    "assemble_stack": "_stack",
-    "AssemblyResult": "_stack",
-    # 3D filters
-    "remove_small_objects": "_filters",
-    "remove_pancakes": "_filters",
-    "object_stats": "_filters",
-    "ObjectStats": "_filters",
-    # ortho-plane consensus
-    "ortho_consensus": "_consensus",
-    "semantic_consensus": "_consensus",
-    # metrics
-    "contingency_table": "_metrics",
-    "Contingency": "_metrics",
-    "Matching": "_metrics",
-    "match_instances": "_metrics",
-    "instance_metrics": "_metrics",
-    "panoptic_quality": "_metrics",
-    "semantic_iou": "_metrics",
-    "evaluate_segmentation": "_metrics",
-    # label utilities
-    "relabel_sequential": "_labels",
-    "label_dtype": "_labels",
-    "label_ids": "_labels",
-    "connected_components_per_label": "_labels",
-    "fill_holes_per_label": "_labels",
-    "erode_labels": "_labels",
-    "dilate_labels": "_labels",
-    "split_panoptic": "_labels",
-}
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'empanada_core' has no attribute {name!r}") from None
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+# private module -> the public names it defines; each module loads on first use
+__getattr__, __dir__, _public = lazy_loader.attach(
+    __name__,
+    submodules=["io", "validation"],
+    submod_attrs={
+        "_panoptic": [
+            "logits_to_probabilities", "harden_semantic", "find_instance_centers",
+            "group_pixels", "merge_semantic_and_instance", "split_connected_instances",
+            "panoptic_postprocess",
+        ],
+        "_median": [
+            "MedianFilter", "median_filter_stack",
+        ],
+        "_stack": [
+            "StackAssembler", "assemble_stack", "AssemblyResult",
+        ],
+        "_filters": [
+            "remove_small_objects", "remove_pancakes", "object_stats", "ObjectStats",
+        ],
+        "_consensus": [
+            "ortho_consensus", "semantic_consensus",
+        ],
+        "_metrics": [
+            "contingency_table", "Contingency", "Matching", "match_instances",
+            "instance_metrics", "panoptic_quality", "semantic_iou", "evaluate_segmentation",
+        ],
+        "_labels": [
+            "relabel_sequential", "label_dtype", "label_ids", "connected_components_per_label",
+            "fill_holes_per_label", "erode_labels", "dilate_labels", "split_panoptic",
+        ],
+    },
+)
+__all__ = ["__version__", *_public]

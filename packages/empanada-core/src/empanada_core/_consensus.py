@@ -27,7 +27,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from ._filters import _axis0_slabs, _expand_ranges, _scan_objects
-from ._validation import check_label_image, check_ndim, check_probability, check_same_shape
+from .validation import check_label_image, check_ndim, check_probability, check_same_shape
 
 __all__ = ["ortho_consensus", "semantic_consensus"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_label_divisor, check_label_image, check_positive_int
+from .validation import check_label_divisor, check_label_image, check_positive_int
 
 __all__ = ["ObjectStats", "object_stats", "remove_small_objects", "remove_pancakes"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as _sk_label
 
-from ._validation import check_label_divisor, check_label_image, check_positive_int
+from .validation import check_label_divisor, check_label_image, check_positive_int
 
 __all__ = [
     "label_dtype",

@@ -11,7 +11,7 @@ from collections import deque
 
 import numpy as np
 
-from ._validation import check_odd_window, is_torch_tensor
+from .validation import check_odd_window, is_torch_tensor
 
 __all__ = ["MedianFilter", "median_filter_stack"]
 

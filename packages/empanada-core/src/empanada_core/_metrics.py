@@ -19,7 +19,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components as _graph_components
 
 from ._labels import _check_labels, _class_ids, _index_labels, _present_ids
-from ._validation import check_label_divisor, check_same_shape
+from .validation import check_label_divisor, check_same_shape
 
 __all__ = [
     "Contingency",

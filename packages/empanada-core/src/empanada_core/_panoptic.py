@@ -22,7 +22,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import label as _skimage_label
 
-from ._validation import (
+from .validation import (
     check_finite,
     check_label_divisor,
     check_ndim,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._validation import check_finite, check_ndim
+from .validation import check_finite, check_ndim
 
 # Pixels per chunk when measuring distances to every centre.
 _GROUP_CHUNK_ELEMENTS = 1 << 24

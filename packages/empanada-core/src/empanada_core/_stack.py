@@ -36,7 +36,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ._filters import _expand_ranges
-from ._validation import (
+from .validation import (
     check_label_divisor,
     check_ndim,
     check_positive_int,

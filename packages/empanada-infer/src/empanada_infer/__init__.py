@@ -4,62 +4,36 @@ Public names load their module on first use (torch is imported only by the
 engines).
 """
 
-from importlib import import_module
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    # reading and checking images
-    "open_image": "_readers",
-    "open_batch": "_readers",
-    "iter_batch": "_readers",
-    "check_image": "_readers",
-    "UnreadableImageError": "_readers",
-    "image_fingerprint": "_readers",
-    "batch_output_names": "_readers",
-    # normalisation
-    "intensity_range": "_normalize",
-    "normalize": "_normalize",
-    # writing results
-    "write_tiff": "_writers",
-    "create_output": "_writers",
-    "mark_done": "_writers",
-    "is_done": "_writers",
-    "done_keys": "_writers",
-    "mark_complete": "_writers",
-    "is_complete": "_writers",
-    "output_lock": "_writers",
-    "OutputLockedError": "_writers",
-    # engines
-    "SegmentationParams": "_engine",
-    "Segmenter": "_engine",
-    "InferenceCancelled": "_engine",
-    "segment_image": "_engine",
-    "segment_stack": "_engine",
-    "segment_orthoplanes": "_engine",
-    "ortho_merge": "_engine",
-    "segment_stack_distributed": "_distributed",
-    # blockwise inference on a Dask cluster
-    "segment_blockwise": "_blockwise",
-    "BlockwiseResult": "_blockwise",
-    "connect_client": "_blockwise",
-    "default_block_size": "_blockwise",
-    "default_halo": "_blockwise",
-    "PLANES": "_engine",
-}
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'empanada_infer' has no attribute {name!r}") from None
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+# private module -> the public names it defines; each module loads on first use
+__getattr__, __dir__, _public = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_readers": [
+            "open_image", "open_batch", "iter_batch", "check_image", "UnreadableImageError",
+            "image_fingerprint", "batch_output_names",
+        ],
+        "_normalize": [
+            "intensity_range", "normalize",
+        ],
+        "_writers": [
+            "write_tiff", "create_output", "mark_done", "is_done", "done_keys",
+            "mark_complete", "is_complete", "output_lock", "OutputLockedError",
+        ],
+        "_engine": [
+            "SegmentationParams", "Segmenter", "InferenceCancelled", "segment_image",
+            "segment_stack", "segment_orthoplanes", "ortho_merge", "PLANES",
+        ],
+        "_distributed": [
+            "segment_stack_distributed",
+        ],
+        "_blockwise": [
+            "segment_blockwise", "BlockwiseResult", "connect_client", "default_block_size",
+            "default_halo",
+        ],
+    },
+)
+__all__ = ["__version__", *_public]

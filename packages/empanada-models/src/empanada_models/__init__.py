@@ -5,82 +5,53 @@ cheap and does not import torch (the registry and config parts never need it
 until a model is loaded).
 """
 
-from importlib import import_module
+import lazy_loader
 
 __version__ = "0.1.0"
 
-# public name -> private module that defines it
-_EXPORTS = {
-    # architectures
-    "panoptic_deeplab": "_builders",
-    "panoptic_deeplab_pr": "_builders",
-    "panoptic_bifpn": "_builders",
-    "panoptic_bifpn_pr": "_builders",
-    "mitonet_v1": "_builders",
-    "mitonet_v1_mini": "_builders",
-    "build_model": "_builders",
-    "count_parameters": "_builders",
-    "load_encoder_weights": "_builders",
-    "load_model_weights": "_builders",
-    "WeightLoadReport": "_builders",
-    "register_encoder": "_encoders",
-    "list_encoders": "_encoders",
-    "build_encoder": "_encoders",
-    # export
-    "fuse_model": "_export",
-    "export_torchscript": "_export",
-    "quantize_model": "_quantize",
-    "export_quantized_torchscript": "_quantize",
-    "calibration_batches_from_images": "_quantize",
-    # configs
-    "ConfigError": "_config",
-    "load_yaml": "_config",
-    "atomic_output": "_config",
-    "ARCHITECTURES": "_config",
-    "ModelConfig": "_config",
-    "Norms": "_config",
-    # registry
-    "DEFAULT_MODEL": "_registry",
-    "download_file": "_registry",
-    "get_default_model": "_registry",
-    "list_models": "_registry",
-    "get_model_config": "_registry",
-    "check_model_file": "_registry",
-    "WeightsFileError": "_registry",
-    "load_model": "_registry",
-    "register_model": "_registry",
-    "archive_model": "_registry",
-    "archived_dir": "_registry",
-    "model_info": "_registry",
-    "fetch_model_file": "_registry",
-    "cached_model_file": "_registry",
-    "file_sha256": "_registry",
-    "empanada_home": "_registry",
-    "config_dir": "_registry",
-    "cache_dir": "_registry",
-    "models_dir": "_registry",
-    "ModelNotFoundError": "_registry",
-    "ModelExistsError": "_registry",
-    "ModelDownloadError": "_registry",
-    "ChecksumError": "_registry",
-    # bundles
-    "export_bundle": "_bundle",
-    "import_bundle": "_bundle",
-    "BundleError": "_bundle",
-}
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'empanada_models' has no attribute {name!r}") from None
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+# private module -> the public names it defines; each module loads on first use
+__getattr__, __dir__, _public = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_builders": [
+            "panoptic_deeplab", "panoptic_deeplab_pr", "panoptic_bifpn", "panoptic_bifpn_pr",
+            "mitonet_v1", "mitonet_v1_mini", "build_model", "count_parameters",
+            "load_encoder_weights", "load_model_weights", "WeightLoadReport",
+        ],
+        "_encoders": [
+            "register_encoder", "list_encoders", "build_encoder",
+        ],
+        "_export": [
+            "fuse_model", "export_torchscript",
+        ],
+        "_quantize": [
+            "quantize_model", "export_quantized_torchscript",
+            "calibration_batches_from_images",
+        ],
+        "_config": [
+            "ConfigError", "load_yaml", "atomic_output", "ModelConfig", "Norms",
+        ],
+        "_catalogue": [
+            "ARCHITECTURES", "Architecture", "get_architecture", "patch_multiple",
+        ],
+        "_home": [
+            "empanada_home", "config_dir", "cache_dir", "models_dir", "archived_dir",
+        ],
+        "_download": [
+            "download_file", "fetch_model_file", "cached_model_file", "file_sha256",
+            "ModelDownloadError", "ChecksumError",
+        ],
+        "_registry": [
+            "DEFAULT_MODEL", "get_default_model", "list_models", "get_model_config",
+            "resolve_model_config", "check_model_file", "WeightsFileError", "load_model",
+            "register_model", "archive_model", "ModelNotFoundError", "ModelExistsError",
+        ],
+        "_info": [
+            "model_info",
+        ],
+        "_bundle": [
+            "export_bundle", "import_bundle", "BundleError",
+        ],
+    },
+)
+__all__ = ["__version__", *_public]

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -12,6 +11,7 @@ from torch import nn
 
 from ._bifpn import PanopticBiFPN
 from ._blocks import check_int
+from ._catalogue import ARCHITECTURES, get_architecture
 from ._deeplab import PanopticDeepLab
 from ._encoders import build_encoder
 from ._pointrend import PointRendSemSegHead
@@ -364,19 +364,8 @@ def mitonet_v1_mini() -> PanopticBiFPN:
 # --------------------------------------------------------------------------------------
 # config-driven construction
 
-_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "PanopticDeepLab": panoptic_deeplab,
-    "PanopticDeepLabPR": panoptic_deeplab_pr,
-    "PanopticBiFPN": panoptic_bifpn,
-    "PanopticBiFPNPR": panoptic_bifpn_pr,
-}
-
 # Keys of old MitoNet configs that the original swallowed silently.
 _STALE_KEYS = frozenset({"confidence_head", "confidence_bins"})
-
-
-def _keyword_names(builder: Callable[..., nn.Module]) -> list[str]:
-    return list(inspect.signature(builder).parameters)
 
 
 def build_model(arch: str, **model_kwargs: object) -> nn.Module:
@@ -385,8 +374,8 @@ def build_model(arch: str, **model_kwargs: object) -> nn.Module:
     Parameters
     ----------
     arch : str
-        ``"PanopticDeepLab"``, ``"PanopticDeepLabPR"``, ``"PanopticBiFPN"`` or
-        ``"PanopticBiFPNPR"``.
+        A name of :data:`empanada_models.ARCHITECTURES` (``"PanopticDeepLab"``,
+        ``"PanopticDeepLabPR"``, ``"PanopticBiFPN"`` or ``"PanopticBiFPNPR"``).
     **model_kwargs
         The other ``MODEL`` keys, named as in the original configs (``encoder``,
         ``num_classes``, ``stage4_stride``, ``decoder_channels``, ``low_level_stages``,
@@ -421,14 +410,13 @@ def build_model(arch: str, **model_kwargs: object) -> nn.Module:
     >>> model.arch
     'PanopticDeepLabPR'
     """
-    if arch not in _ARCHITECTURES:
-        raise ValueError(f"unknown arch {arch!r}; supported: {sorted(_ARCHITECTURES)}")
-    builder = _ARCHITECTURES[arch]
-    accepted = _keyword_names(builder)
+    entry = get_architecture(arch)
+    builder = entry.builder
+    accepted = entry.keyword_names()
     other_family = {
         name
-        for other in _ARCHITECTURES.values()
-        for name in _keyword_names(other)
+        for other in ARCHITECTURES.values()
+        for name in other.keyword_names()
         if name not in accepted
     }
     kwargs = {}
@@ -443,7 +431,8 @@ def build_model(arch: str, **model_kwargs: object) -> nn.Module:
             unknown.append(key)
     if unknown:
         raise ValueError(
-            f"unknown MODEL keys for arch {arch!r}: {sorted(unknown)}; accepted keys: {accepted}"
+            f"unknown MODEL keys for arch {arch!r}: {sorted(unknown)}; accepted keys: "
+            f"{list(accepted)}"
         )
     if ignored:
         warnings.warn(

@@ -27,19 +27,18 @@ from pathlib import Path
 
 import yaml
 
-from ._config import ConfigError, ModelConfig, _process_alive, atomic_output, load_yaml
+from empanada_core.io import atomic_output, process_alive
+
+from ._config import ConfigError, ModelConfig, load_yaml
+from ._download import _CHUNK, ChecksumError, ProgressCallback, fetch_model_file, file_sha256
+from ._home import models_dir
 from ._registry import (
-    ChecksumError,
     ModelExistsError,
-    ProgressCallback,
     _check_name,
     _discover,
     _register,
-    _resolve_config,
     check_model_file,
-    fetch_model_file,
-    file_sha256,
-    models_dir,
+    resolve_model_config,
 )
 
 __all__ = ["BUNDLE_SUFFIX", "MAX_MEMBER_BYTES", "BundleError", "export_bundle",
@@ -49,7 +48,6 @@ BUNDLE_SUFFIX = ".empanada"
 #: Largest weights member accepted by :func:`import_bundle` (4 GiB).
 MAX_MEMBER_BYTES = 4 << 30
 _MAX_CONFIG_BYTES = 1 << 20
-_CHUNK = 1 << 20
 
 
 class BundleError(ValueError):
@@ -91,7 +89,7 @@ def export_bundle(name_or_config, out_path, *, overwrite: bool = False,
     ModelDownloadError, ChecksumError, FileNotFoundError
         The weights could not be fetched or verified.
     """
-    config = _resolve_config(name_or_config)
+    config = resolve_model_config(name_or_config)
     out = Path(out_path).expanduser()
     if out.is_dir():
         out = out / f"{config.name}{BUNDLE_SUFFIX}"
@@ -289,7 +287,7 @@ def _remove_killed_import(home_models: Path, name: str, targets) -> None:
     """
     for work in home_models.glob(f".import-{glob.escape(name)}.*-*"):
         pid = work.name[len(f".import-{name}."):].split("-", 1)[0]
-        if not pid.isdigit() or _process_alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         for target in targets:
             with contextlib.suppress(OSError):

@@ -26,15 +26,12 @@ YAML is read by :func:`load_yaml` only (safe loading, aliases refused). This mod
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import glob
 import math
 import numbers
 import os
 import re
-import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -42,11 +39,12 @@ from typing import Any, NamedTuple
 
 import yaml
 
-__all__ = ["ARCHITECTURES", "ConfigError", "ModelConfig", "Norms", "atomic_output", "load_yaml"]
+from empanada_core.io import atomic_output
 
-#: Architecture names a config's ``arch`` may give (the builders of
-#: :func:`empanada_models.build_model`; kept here so configs validate without torch).
-ARCHITECTURES = ("PanopticDeepLab", "PanopticDeepLabPR", "PanopticBiFPN", "PanopticBiFPNPR")
+from ._catalogue import ARCHITECTURES
+
+__all__ = ["ConfigError", "ModelConfig", "Norms", "load_yaml"]
+
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _REQUIRED = ("model", "norms", "padding_factor", "thing_list", "labels", "class_names")
 _KNOWN = (
@@ -507,64 +505,3 @@ class ModelConfig:
         with atomic_output(path) as f:
             f.write(text.encode("utf-8"))
         return path
-
-
-@contextlib.contextmanager
-def atomic_output(path) -> Iterator[Any]:
-    """Open a temporary binary file next to ``path``; move it into place on success.
-
-    The temporary file is created with the process umask (like a plain ``open``) and
-    removed if the block raises, so ``path`` is never left half written.
-    """
-    path = Path(path)
-    # the pid lets remove_stale_temporaries tell a killed writer's file from a live one's
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temporaries(path) -> list[Path]:
-    """Delete temporary files that :func:`atomic_output` left next to ``path``.
-
-    A process killed while writing (``kill -9``, a lost node) cannot remove its
-    temporary file; files whose writer process is no longer alive are removed.
-
-    Parameters
-    ----------
-    path : path-like
-        The target file whose temporaries to look for.
-
-    Returns
-    -------
-    list of Path
-        The files removed.
-    """
-    path = Path(path)
-    removed = []
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*-*.tmp"):
-        pid_text = tmp.name[len(path.name) + 2:].split("-", 1)[0]
-        if not pid_text.isdigit() or _process_alive(int(pid_text)):
-            continue
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed.append(tmp)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True

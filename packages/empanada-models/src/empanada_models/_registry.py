@@ -1,4 +1,4 @@
-"""The model registry: find configs, fetch and verify weights, load TorchScript models.
+"""The model registry: find, resolve, load, register and archive models.
 
 Configs are looked up in two places, later ones overriding earlier ones by name:
 
@@ -8,8 +8,10 @@ Configs are looked up in two places, later ones overriding earlier ones by name:
 The ``~/.empanada`` layout of the original is kept: ``configs/`` (registered models),
 ``cache/`` (downloaded weights; files the original cached directly in ``~/.empanada``
 are found too) and ``models/`` (weights copied in by :func:`register_model` and
-bundle import). Every call re-reads the folders, so newly registered models show up
-at once.
+bundle import); see :mod:`empanada_models._home`. Every call re-reads the folders,
+so newly registered models show up at once. Weights are fetched by
+:mod:`empanada_models._download`; :func:`resolve_model_config` is the one place
+where a registry name, a YAML path or a config becomes a validated config.
 
 Weights are TorchScript files loaded with ``torch.jit.load`` only; nothing here
 unpickles arbitrary objects. torch is imported inside the functions that need it.
@@ -19,35 +21,34 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.client
-import math
 import os
 import re
-import ssl
-import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import unquote, urlparse
+from pathlib import Path
 
-from ._config import ConfigError, ModelConfig, atomic_output, remove_stale_temporaries
+from empanada_core.io import atomic_output
+
+from ._config import ModelConfig
+from ._download import (
+    _CHUNK,
+    ChecksumError,
+    ModelDownloadError,
+    _classify,
+    cached_model_file,
+    fetch_model_file,
+    file_sha256,
+)
+from ._home import BUILTIN_CONFIG_DIR, archived_dir, config_dir, models_dir
 
 __all__ = [
     "DEFAULT_MODEL",
     "archive_model",
-    "archived_dir",
     "ChecksumError",
     "ModelDownloadError",
     "ModelExistsError",
     "ModelNotFoundError",
-    "cache_dir",
     "cached_model_file",
-    "config_dir",
-    "download_file",
-    "empanada_home",
     "fetch_model_file",
     "file_sha256",
     "get_default_model",
@@ -55,8 +56,8 @@ __all__ = [
     "check_model_file",
     "WeightsFileError",
     "list_models",
+    "resolve_model_config",
     "load_model",
-    "model_info",
     "models_dir",
     "register_model",
 ]
@@ -65,17 +66,9 @@ __all__ = [
 #: ship inside this package (``weights/``), so it works offline.
 DEFAULT_MODEL = "MitoLite_v1"
 
-BUILTIN_CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
 ProgressCallback = Callable[[int, "int | None"], None]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_CHUNK = 1 << 20
-_DOWNLOAD_TIMEOUT_S = 60.0
-# A download that receives less than this many bytes in any window of this many
-# seconds has stalled (a server trickling a few bytes never hits the read timeout).
-_STALL_WINDOW_S = 60.0
-_STALL_MIN_BYTES = 64 * 1024
 
 
 class ModelNotFoundError(LookupError):
@@ -84,38 +77,6 @@ class ModelNotFoundError(LookupError):
 
 class ModelExistsError(FileExistsError):
     """A model with this name is already registered (pass ``overwrite=True``)."""
-
-
-class ModelDownloadError(OSError):
-    """Model weights could not be downloaded; the message names the URL and the fix."""
-
-
-class ChecksumError(OSError):
-    """A weights file does not have the SHA-256 digest its config expects."""
-
-
-# --------------------------------------------------------------------------- folders
-
-
-def empanada_home() -> Path:
-    """The empanada folder: ``$EMPANADA_HOME`` if set, else ``~/.empanada``."""
-    env = os.environ.get("EMPANADA_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".empanada"
-
-
-def config_dir() -> Path:
-    """Folder of user-registered configs, ``<home>/configs``."""
-    return empanada_home() / "configs"
-
-
-def cache_dir() -> Path:
-    """Folder of downloaded weights, ``<home>/cache``."""
-    return empanada_home() / "cache"
-
-
-def models_dir() -> Path:
-    """Folder of weights copied in by registration and bundle import, ``<home>/models``."""
-    return empanada_home() / "models"
 
 
 # -------------------------------------------------------------------------- discovery
@@ -187,21 +148,63 @@ def get_model_config(name: str) -> ModelConfig:
     return ModelConfig.from_yaml(found[name][0], name=name)
 
 
-def _resolve_config(name_or_config) -> ModelConfig:
+def resolve_model_config(name_or_config=None) -> ModelConfig:
+    """The validated config for a registry name, a YAML path or a config.
+
+    Every package (inference, training, finetuning, the CLIs and the napari
+    plugin) turns what the user gave into a config through this function.
+    Nothing is downloaded or loaded.
+
+    Parameters
+    ----------
+    name_or_config : str, path-like, ModelConfig or None
+        ``None`` for the default model (:func:`get_default_model`); a registry
+        name (see :func:`list_models`); a path to a ``.yaml`` / ``.yml`` config
+        (a string ending so, holding a path separator, or naming an existing
+        file); or a :class:`ModelConfig`, returned as it is.
+
+    Returns
+    -------
+    ModelConfig
+
+    Raises
+    ------
+    ModelNotFoundError
+        A name that is not registered (the message lists the names).
+    FileNotFoundError
+        A config path that does not exist.
+    ConfigError
+        The config is invalid.
+    TypeError
+        Anything else.
+
+    Examples
+    --------
+    >>> from empanada_models import resolve_model_config
+    >>> resolve_model_config().name
+    'MitoLite_v1'
+    """
+    if name_or_config is None:
+        return get_model_config(get_default_model())
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
     if isinstance(name_or_config, (str, os.PathLike)):
         text = os.fspath(name_or_config)
-        looks_like_file = text.endswith((".yaml", ".yml"))
-        if looks_like_file and Path(text).expanduser().is_file():
-            return ModelConfig.from_yaml(text)
-        if looks_like_file and text not in _discover():
+        path = Path(text).expanduser()
+        looks_like_file = text.endswith((".yaml", ".yml")) or os.sep in text or (
+            os.altsep is not None and os.altsep in text)
+        if path.is_file() and (looks_like_file or text not in _discover()):
+            return ModelConfig.from_yaml(path)
+        if looks_like_file:
             raise FileNotFoundError(f"model config file not found: {text}")
         return get_model_config(text)
     raise TypeError(
-        f"`name_or_config` must be a model name, a path to a .yaml config or a "
+        f"a model must be given as a registered name, a path to a .yaml config or a "
         f"ModelConfig; got {type(name_or_config).__name__}"
     )
+
+
+_resolve_config = resolve_model_config
 
 
 def _check_name(name) -> str:
@@ -211,304 +214,6 @@ def _check_name(name) -> str:
             f"starting with a letter or digit (no spaces or path separators)"
         )
     return name
-
-
-# ---------------------------------------------------------------------------- sources
-
-
-def _classify(source: str, base_dir: Path | None) -> tuple[str, str | Path]:
-    """``('url', url)`` for http(s) sources, else ``('path', absolute path)``."""
-    parsed = urlparse(source)
-    scheme = parsed.scheme.lower()
-    if scheme in ("http", "https"):
-        return "url", source
-    if scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise ConfigError(f"file URL {source!r} names a remote host; use a local path")
-        return "path", Path(urllib.request.url2pathname(parsed.path))
-    if len(scheme) > 1:  # one letter is a Windows drive
-        raise ConfigError(
-            f"unsupported model source {source!r}: use a local path, a file:// URL or an "
-            f"http(s) URL"
-        )
-    path = Path(source).expanduser()
-    if not path.is_absolute():
-        path = (base_dir / path) if base_dir is not None else path.absolute()
-    return "path", path
-
-
-def _pick(config: ModelConfig, quantized: bool) -> tuple[str, str | None, str]:
-    if quantized:
-        if config.model_quantized is None:
-            raise ValueError(
-                f"model {config.name!r} has no quantized weights (`model_quantized` is "
-                f"null); use quantized=False"
-            )
-        return config.model_quantized, config.sha256_quantized, "model_quantized"
-    return config.model, config.sha256, "model"
-
-
-def _url_basename(url: str) -> str:
-    return PurePosixPath(unquote(urlparse(url).path)).name
-
-
-def _cache_path(url: str) -> Path:
-    """Cache file of a URL: ``<basename stem>-<12 hex of sha256(url)><suffix>``."""
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", _url_basename(url)).lstrip(".") or "model.pth"
-    stem, dot, suffix = base.rpartition(".")
-    if not dot:
-        stem, suffix = base, ""
-    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
-    return cache_dir() / (f"{stem}-{digest}.{suffix}" if suffix else f"{stem}-{digest}")
-
-
-def _legacy_cache_path(url: str) -> Path | None:
-    """Where the original cached a URL: ``<home>/<basename of the URL path>``."""
-    name = os.path.basename(urlparse(url).path)
-    return empanada_home() / name if name and name not in (".", "..") else None
-
-
-def file_sha256(path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _verify(path: Path, expected: str | None, what: str, hint: str = "") -> None:
-    if expected is None:
-        return
-    actual = file_sha256(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"checksum mismatch for {what} file {path}: expected sha256 {expected}, got "
-            f"{actual}.{(' ' + hint) if hint else ''}"
-        )
-
-
-def cached_model_file(config, *, quantized: bool = False) -> Path | None:
-    """The local weights file of a model if it is available without downloading.
-
-    Parameters
-    ----------
-    config : str or ModelConfig
-        Model name, config path or config.
-    quantized : bool
-        Look for the quantized weights.
-
-    Returns
-    -------
-    Path or None
-        The local file, the cached download, or None when a download is needed (or
-        a local file is missing). The checksum is not verified here.
-    """
-    config = _resolve_config(config)
-    source, _, _ = _pick(config, quantized)
-    kind, where = _classify(source, config.base_dir)
-    if kind == "path":
-        return where if where.is_file() else None
-    cached = _cache_path(where)
-    if cached.is_file():
-        return cached
-    legacy = _legacy_cache_path(where)
-    if legacy is not None and legacy.is_file():
-        return legacy
-    return None
-
-
-def fetch_model_file(config, *, quantized: bool = False,
-                     progress: ProgressCallback | None = None) -> Path:
-    """Local path of a model's weights, downloading them into the cache if needed.
-
-    Parameters
-    ----------
-    config : str or ModelConfig
-        Model name, config path or config.
-    quantized : bool
-        Fetch the quantized weights (``model_quantized``).
-    progress : callable, optional
-        Called as ``progress(bytes_done, bytes_total_or_None)`` while downloading.
-
-    Returns
-    -------
-    Path
-
-    Raises
-    ------
-    FileNotFoundError
-        A local model path does not exist.
-    ModelDownloadError
-        The download failed (offline, HTTP error, TLS error, truncated).
-    ChecksumError
-        The file does not match ``sha256`` / ``sha256_quantized``.
-    ValueError
-        ``quantized=True`` but the model has no quantized weights.
-
-    Notes
-    -----
-    A URL is downloaded once into ``<home>/cache/`` (name: URL basename plus a short
-    hash of the full URL), through a temporary file that is moved into place only
-    when complete and verified. TLS certificates are verified (``SSL_CERT_FILE`` is
-    honoured). A file that the original cached as ``<home>/<basename>`` is reused.
-    """
-    config = _resolve_config(config)
-    source, expected, key = _pick(config, quantized)
-    what = f"{key} of {config.name!r}"
-    kind, where = _classify(source, config.base_dir)
-    if kind == "path":
-        if not where.is_file():
-            origin = f" (`{key}` in {config.source})" if config.source else ""
-            raise FileNotFoundError(f"weights file of model {config.name!r} not found: "
-                                    f"{where}{origin}")
-        _verify(where, expected, what)
-        return where
-    cached = _cache_path(where)
-    if cached.is_file():
-        _verify(cached, expected, what, f"Delete {cached} to download it again.")
-        return cached
-    legacy = _legacy_cache_path(where)
-    if legacy is not None and legacy.is_file():
-        _verify(legacy, expected, what, f"Delete {legacy} to download it again.")
-        return legacy
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    _download(where, cached, expected=expected, progress=progress, config=config, key=key)
-    return cached
-
-
-def _ssl_context() -> ssl.SSLContext:
-    cafile = os.environ.get("SSL_CERT_FILE") or None
-    try:
-        return ssl.create_default_context(cafile=cafile)
-    except (OSError, ssl.SSLError) as exc:
-        raise ModelDownloadError(f"SSL_CERT_FILE={cafile!r} could not be loaded as CA "
-                                 f"certificates: {exc}") from exc
-
-
-def download_file(url: str, *, what: str = "file", hint: str = "",
-                  expected: str | None = None, progress: ProgressCallback | None = None) -> Path:
-    """Download ``url`` once into the cache and return the local file.
-
-    The file is kept in :func:`cache_dir` under the URL's basename plus 12 hex digits of
-    the URL's SHA-256 (two URLs never share a file); a later call returns it without
-    network access. The download is atomic (a temporary file moved into place).
-
-    Parameters
-    ----------
-    url : str
-        ``http(s)`` URL.
-    what : str, optional
-        What the file is, for error messages (e.g. ``"encoder weights"``).
-    hint : str, optional
-        Appended to error messages: how to get on without the download.
-    expected : str, optional
-        SHA-256 hex digest the file must have (checked after download and on reuse).
-    progress : callable, optional
-        ``progress(done_bytes, total_bytes_or_None)``.
-
-    Returns
-    -------
-    Path
-
-    Raises
-    ------
-    ModelDownloadError
-        Offline, HTTP error, or a download cut short (the message names the URL).
-    ChecksumError
-        The file does not match ``expected``.
-    """
-    dest = _cache_path(url)
-    if dest.is_file():
-        _verify(dest, expected, what, hint)
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _fetch(url, dest, expected=expected, progress=progress, what=what, hint=hint)
-    return dest
-
-
-def _download(url: str, dest: Path, *, expected: str | None, progress, config: ModelConfig,
-              key: str) -> None:
-    flag = "--quantized-file" if key == "model_quantized" else "--model-file"
-    config_arg = str(config.source) if config.source is not None else "CONFIG.yaml"
-    hint = (
-        f"To use a local copy instead, get the file another way and register it: "
-        f"`empanada models register {config.name} {config_arg} {flag} FILE --overwrite`."
-    )
-    _fetch(url, dest, expected=expected, progress=progress, what=f"{key} of {config.name!r}",
-           hint=hint)
-
-
-def _fetch(url: str, dest: Path, *, expected: str | None, progress, what: str,
-           hint: str) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": "empanada-models"})
-    try:
-        response = urllib.request.urlopen(request, timeout=_DOWNLOAD_TIMEOUT_S,
-                                          context=_ssl_context())
-    except urllib.error.HTTPError as exc:
-        raise ModelDownloadError(
-            f"could not download {what} from {url}: the server answered HTTP {exc.code} "
-            f"{exc.reason}. {hint}"
-        ) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        if isinstance(exc, ModelDownloadError):
-            raise
-        reason = getattr(exc, "reason", exc)
-        raise ModelDownloadError(
-            f"could not download {what} from {url}: {reason}. Check the network "
-            f"connection (are you offline?). {hint}"
-        ) from exc
-
-    def chunks():
-        window_start, window_bytes = time.monotonic(), 0
-        while True:
-            try:
-                # read1: what has arrived, so a trickle is measured, not waited for
-                chunk = response.read1(_CHUNK)
-            except (OSError, http.client.HTTPException) as exc:  # lost or timed out
-                raise ModelDownloadError(
-                    f"download of {what} from {url} failed part-way: {exc}. {hint}"
-                ) from exc
-            if not chunk:
-                return
-            window_bytes += len(chunk)
-            now = time.monotonic()
-            if now - window_start >= _STALL_WINDOW_S:
-                if window_bytes < _STALL_MIN_BYTES:
-                    raise ModelDownloadError(
-                        f"download of {what} from {url} stalled: {window_bytes} bytes in "
-                        f"the last {now - window_start:.0f} s. {hint}"
-                    )
-                window_start, window_bytes = now, 0
-            yield chunk
-
-    remove_stale_temporaries(dest)
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        h = hashlib.sha256()
-        done = 0
-        # Disk errors (full, read-only) propagate as they are: they are not network errors.
-        with atomic_output(dest) as f:
-            if progress is not None:
-                progress(0, total)
-            for chunk in chunks():
-                f.write(chunk)
-                h.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-            if total is not None and done != total:
-                raise ModelDownloadError(
-                    f"download of {what} from {url} was cut short ({done} of {total} "
-                    f"bytes). {hint}"
-                )
-            actual = h.hexdigest()
-            if expected is not None and actual != expected:
-                raise ChecksumError(
-                    f"checksum mismatch for {what} downloaded from {url}: expected sha256 "
-                    f"{expected}, got {actual}. The file was not kept."
-                )
 
 
 # ---------------------------------------------------------------------------- loading
@@ -763,11 +468,6 @@ def _register(name, config, model_file, quantized_file, *, overwrite, move=False
     return new
 
 
-def archived_dir() -> Path:
-    """Folder of archived models, ``<home>/archived``."""
-    return empanada_home() / "archived"
-
-
 def archive_model(name: str) -> Path:
     """Take a user model out of the registry, keeping its files.
 
@@ -822,145 +522,3 @@ def archive_model(name: str) -> Path:
     for w in weights:
         os.replace(w, dest / w.name)
     return dest
-
-
-# ------------------------------------------------------------------------------- info
-
-
-def _architecture(config: ModelConfig) -> str | None:
-    if config.arch:
-        return config.arch
-    params = config.arch_params or {}
-    arch = params.get("arch")
-    return arch if isinstance(arch, str) else None
-
-
-def _architecture_parameters(arch: str, arch_params) -> int | None:
-    """Parameter count of the eager architecture a config's ``MODEL`` block describes."""
-    import warnings
-
-    from ._builders import build_model, count_parameters
-
-    kwargs = {k: v for k, v in dict(arch_params).items() if k != "arch"}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # stale keys of old configs are reported elsewhere
-            return count_parameters(build_model(arch, **kwargs))
-    except (TypeError, ValueError, KeyError):
-        return None
-
-
-def _count_parameters(path: Path) -> int:
-    module = _jit_load(path, "cpu")
-    return int(sum(p.numel() for p in module.parameters()))
-
-
-def model_info(name_or_config) -> dict[str, Any]:
-    """Everything needed to choose, run or finetune a model, as a plain dict.
-
-    Parameters
-    ----------
-    name_or_config : str, path-like or ModelConfig
-        Model name, config path or config.
-
-    Returns
-    -------
-    dict
-        ``name``, ``origin`` (built-in / user), ``config_path``, ``description``,
-        ``arch``, ``classes`` (per class: ``id``, ``name``, ``kind`` = instance or
-        semantic, ``first_label``), ``class_names``, ``labels``, ``thing_list``,
-        ``label_divisor``, ``padding_factor``, ``patch_multiple`` (what patch sizes
-        must be divisible by), ``norms``, ``model`` and ``model_quantized`` (sources),
-        ``cached`` and ``quantized_cached`` (available without downloading),
-        ``local_path``, ``num_params`` (from the weights when local or cached, else from
-        the architecture in the config's ``MODEL`` block, else None), ``num_params_from``
-        (``'weights'``, ``'architecture'`` or None),
-        ``weights_error`` (why they could not be read, or None) and
-        ``finetune_hints`` (sentences for the user).
-
-    Notes
-    -----
-    Counting parameters loads the TorchScript file (after checking its SHA-256 when
-    the config has one); nothing is downloaded.
-    """
-    config = _resolve_config(name_or_config)
-    divisor = config.label_divisor
-    arch = _architecture(config)
-    multiple = config.padding_factor
-    if arch and "bifpn" in arch.lower():
-        multiple = math.lcm(multiple, 128)
-    things = set(config.thing_list)
-    classes = []
-    for cid, cname in config.class_names.items():
-        kind = "instance" if cid in things else "semantic"
-        first = cid * divisor + 1 if kind == "instance" else cid * divisor
-        classes.append({"id": cid, "name": cname, "kind": kind, "first_label": first})
-
-    local = cached_model_file(config)
-    num_params = error = None
-    if local is not None:
-        try:
-            _verify(local, config.sha256, f"model of {config.name!r}")
-            num_params = _count_parameters(local)
-        except (ChecksumError, RuntimeError, OSError) as exc:
-            error = str(exc)
-    params_from = "weights" if num_params is not None else None
-    if num_params is None and arch and config.arch_params:
-        # no weights at hand: count the architecture the config describes
-        num_params = _architecture_parameters(arch, config.arch_params)
-        params_from = "architecture" if num_params is not None else None
-    quant_local = cached_model_file(config, quantized=True) if config.model_quantized else None
-
-    hints = [
-        f"Patch height and width must be divisible by {multiple}"
-        + (" (padding factor, and 128 for BiFPN models)." if multiple != config.padding_factor
-           else " (the padding factor)."),
-        f"Use a label divisor of {divisor}: a panoptic label is "
-        f"class_id * {divisor} + instance_id.",
-    ]
-    single = len(classes) == 1 and classes[0]["kind"] == "instance"
-    for c in classes:
-        if c["kind"] == "instance":
-            hints.append(
-                f"Class {c['id']} ({c['name']}) needs instance segmentation: label its "
-                f"objects {c['first_label']}, {c['first_label'] + 1}, ..."
-                + (" (with a single instance class, any unique positive ids also work)."
-                   if single else ".")
-            )
-        else:
-            hints.append(f"Class {c['id']} ({c['name']}) needs semantic segmentation: "
-                         f"label it {c['first_label']}.")
-
-    found = _discover().get(config.name)
-    if config.source is None:
-        origin = "in memory"
-    elif found is not None and found[0].resolve() == config.source.resolve():
-        origin = found[1]
-    else:
-        origin = "file"
-    return {
-        "name": config.name,
-        "origin": origin,
-        "config_path": None if config.source is None else str(config.source),
-        "description": config.description.strip(),
-        "arch": arch,
-        "classes": classes,
-        "class_names": dict(config.class_names),
-        "labels": list(config.labels),
-        "thing_list": list(config.thing_list),
-        "label_divisor": divisor,
-        "padding_factor": config.padding_factor,
-        "patch_multiple": multiple,
-        "norms": {"mean": config.norms.mean, "std": config.norms.std},
-        "model": config.model,
-        "model_quantized": config.model_quantized,
-        "sha256": config.sha256,
-        "cached": local is not None,
-        "quantized_cached": quant_local is not None,
-        "local_path": None if local is None else str(local),
-        "num_params": num_params,
-        "num_params_from": params_from,
-        "weights_error": error,
-        "finetune_hints": hints,
-    }
-

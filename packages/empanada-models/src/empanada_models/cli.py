@@ -25,13 +25,13 @@ import warnings
 
 from ._bundle import BundleError, export_bundle, import_bundle
 from ._config import ConfigError
+from ._info import model_info
 from ._registry import (
     ModelExistsError,
     ModelNotFoundError,
     _discover,
     get_default_model,
     get_model_config,
-    model_info,
     register_model,
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from empanada_core._validation import check_positive_int
+from empanada_core.validation import check_positive_int
 
 # Voxels per block when sweeping a whole array (index builds, filters, counts).
 BLOCK_VOXELS = 1 << 22

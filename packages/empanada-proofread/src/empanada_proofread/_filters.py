@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from empanada_core import object_stats
-from empanada_core._validation import check_label_divisor, check_positive_int
+from empanada_core.validation import check_label_divisor, check_positive_int
 
 from . import _arrays, _points
 from ._index import _compress, _register

@@ -16,7 +16,7 @@ from skimage.feature import peak_local_max
 from skimage.morphology import ball, disk
 from skimage.segmentation import watershed
 
-from empanada_core._validation import check_label_divisor, check_positive_int
+from empanada_core.validation import check_label_divisor, check_positive_int
 
 from . import _arrays, _points
 from ._index import LabelIndex, StaleIndexError, label_index

@@ -3,77 +3,49 @@
 Public names load their module on first use (the datasets import torch).
 """
 
-from importlib import import_module
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    # picking and storing patches
-    "Patch": "_patches",
-    "pick_patches": "_patches",
-    "pick_patches_from_file": "_patches",
-    "parse_patch_name": "_patches",
-    "store_patches": "_store",
-    "load_dataset": "_store",
-    # datasets and targets
-    "SingleClassInstanceDataset": "_dataset",
-    "PanopticDataset": "_dataset",
-    "example_weights": "_dataset",
-    "weighted_sampler": "_dataset",
-    "compute_norms": "_dataset",
-    "DEFAULT_NORMS": "_dataset",
-    "heatmap_and_offsets": "_targets",
-    "gaussian_kernel_size": "_targets",
-    # augmentations
-    "Compose": "_augment",
-    "RandomScale": "_augment",
-    "PadIfNeeded": "_augment",
-    "RandomCrop": "_augment",
-    "RandomRotate": "_augment",
-    "HorizontalFlip": "_augment",
-    "VerticalFlip": "_augment",
-    "RandomBrightnessContrast": "_augment",
-    "GaussianBlur": "_augment",
-    "GaussianNoise": "_augment",
-    "RandomInvert": "_augment",
-    "FactorPad": "_augment",
-    "default_train_augmentations": "_augment",
-    "eval_transform": "_augment",
-    "ORIGINAL_SCALE_RANGE": "_augment",
-    # losses
-    "BootstrapCE": "_losses",
-    "HeatmapMSE": "_losses",
-    "OffsetL1": "_losses",
-    "PointRendLoss": "_losses",
-    "PanopticLoss": "_losses",
-    # configs, training, finetuning
-    "TrainConfig": "_config",
-    "TrainConfigError": "_config",
-    "LabelSpec": "_config",
-    "parse_label_spec": "_config",
-    "merge_configs": "_config",
-    "FINETUNE_LAYERS": "_config",
-    "train": "_train",
-    "finetune": "_finetune",
-    "trainable_model": "_finetune",
-    "TrainResult": "_engine",
-    "set_trainable_layers": "_engine",
-    "load_checkpoint": "_engine",
-    "DEFAULTS": "_config",
-}
-
-__all__ = ["__version__", *sorted(_EXPORTS)]
-
-
-def __getattr__(name):
-    try:
-        module = _EXPORTS[name]
-    except KeyError:
-        raise AttributeError(f"module 'empanada_train' has no attribute {name!r}") from None
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+# private module -> the public names it defines; each module loads on first use
+__getattr__, __dir__, _public = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "_patches": [
+            "Patch", "pick_patches", "pick_patches_from_file", "parse_patch_name",
+        ],
+        "_store": [
+            "store_patches", "load_dataset",
+        ],
+        "_dataset": [
+            "SingleClassInstanceDataset", "PanopticDataset", "example_weights",
+            "weighted_sampler", "compute_norms", "DEFAULT_NORMS",
+        ],
+        "_targets": [
+            "heatmap_and_offsets", "gaussian_kernel_size",
+        ],
+        "_augment": [
+            "Compose", "RandomScale", "PadIfNeeded", "RandomCrop", "RandomRotate",
+            "HorizontalFlip", "VerticalFlip", "RandomBrightnessContrast", "GaussianBlur",
+            "GaussianNoise", "RandomInvert", "FactorPad", "default_train_augmentations",
+            "eval_transform", "ORIGINAL_SCALE_RANGE",
+        ],
+        "_losses": [
+            "BootstrapCE", "HeatmapMSE", "OffsetL1", "PointRendLoss", "PanopticLoss",
+        ],
+        "_config": [
+            "TrainConfig", "TrainConfigError", "LabelSpec", "parse_label_spec",
+            "merge_configs", "FINETUNE_LAYERS", "DEFAULTS",
+        ],
+        "_train": [
+            "train",
+        ],
+        "_finetune": [
+            "finetune", "trainable_model",
+        ],
+        "_engine": [
+            "TrainResult", "set_trainable_layers", "load_checkpoint",
+        ],
+    },
+)
+__all__ = ["__version__", *_public]

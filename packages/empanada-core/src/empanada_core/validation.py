@@ -1,8 +1,21 @@
-"""Input checks shared by every public function.
+"""Input checks shared by every package.
 
 Each check raises ``TypeError`` for a wrong kind of input (dtype, ndim) and
 ``ValueError`` for wrong values, and names the argument and what it received,
-so that the message tells the caller what to change.
+so that the message tells the caller what to change. The other packages
+(models, infer, train, proofread, napari) use these instead of their own.
+
+Examples
+--------
+>>> from empanada_core.validation import check_int, check_float
+>>> check_int(3, "iterations")
+3
+>>> check_float(0.5, "threshold", low=0, high=1)
+0.5
+>>> check_int(0, "iterations")
+Traceback (most recent call last):
+    ...
+ValueError: `iterations` must be >= 1; got 0
 """
 
 from __future__ import annotations
@@ -12,6 +25,10 @@ import numbers
 import numpy as np
 
 __all__ = [
+    "check_int",
+    "check_int_list",
+    "check_float",
+    "check_choice",
     "check_ndim",
     "check_same_shape",
     "check_finite",
@@ -87,13 +104,92 @@ def check_label_image(labels, arg_name="labels", ndim=None, check_negative=True)
     return labels
 
 
-def check_positive_int(value, arg_name, minimum=1):
-    """Return ``value`` as an int if it is an integer >= ``minimum``."""
+def check_int(value, arg_name, minimum=1, maximum=None):
+    """Return ``value`` as an int if it is an integer in [``minimum``, ``maximum``].
+
+    Parameters
+    ----------
+    value : object
+        The value to check; bools are refused (``True`` is not a count).
+    arg_name : str
+        The name shown in the error message (a keyword, or a CLI flag such as
+        ``--iterations``).
+    minimum, maximum : int or None, optional
+        Inclusive bounds; None for no bound. Default: at least 1.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not an integer.
+    ValueError
+        ``value`` is out of bounds.
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{arg_name}` must be an integer; got {value!r}")
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise ValueError(f"`{arg_name}` must be >= {minimum}; got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"`{arg_name}` must be <= {maximum}; got {value}")
     return int(value)
+
+
+#: Historical name of :func:`check_int` with the default ``minimum=1``.
+check_positive_int = check_int
+
+
+def check_int_list(values, arg_name, minimum=None, *, allow_empty=True):
+    """Return ``values`` (a sequence of integers) as a list of ints.
+
+    Each item is checked with :func:`check_int` (``minimum`` applies to every
+    item); strings are refused even though they are sequences.
+    """
+    if isinstance(values, (str, bytes)) or np.ndim(values) > 1:
+        raise TypeError(f"`{arg_name}` must be a sequence of integers; got {values!r}")
+    try:
+        items = list(values)
+    except TypeError:
+        raise TypeError(f"`{arg_name}` must be a sequence of integers; got {values!r}") from None
+    if not items and not allow_empty:
+        raise ValueError(f"`{arg_name}` must not be empty")
+    return [check_int(v, f"{arg_name}[{i}]", minimum) for i, v in enumerate(items)]
+
+
+def check_float(value, arg_name, low=None, high=None, *, low_open=False, high_open=False):
+    """Return ``value`` as a float if it is a finite real number within the bounds.
+
+    Parameters
+    ----------
+    value : object
+        The value to check; bools are refused.
+    arg_name : str
+        The name shown in the error message.
+    low, high : float or None, optional
+        Bounds; None for no bound.
+    low_open, high_open : bool, optional
+        Exclude the bound itself (``low < value`` rather than ``low <= value``).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{arg_name}` must be a number; got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"`{arg_name}` must be finite; got {value}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ValueError(f"`{arg_name}` must be in {left}{lo}, {hi}{right}; got {value:g}")
+    return value
+
+
+def check_choice(value, arg_name, choices):
+    """Return ``value`` if it is one of ``choices``; the error lists them."""
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"`{arg_name}` must be one of {listed}; got {value!r}")
+    return value
 
 
 def check_odd_window(size, arg_name="size"):
