@@ -106,7 +106,7 @@ def test_batch_inputs_with_one_stem_get_distinct_outputs(workdir, cli, small, vo
 @pytest.mark.parametrize("target", ["/proc/empanada-test/out.tif", "/proc/out.tif",
                                     "/proc/out.zarr"])
 def test_unwritable_output_fails_before_inference(workdir, cli, monkeypatch, target, small):
-    import empanada_infer._engine as engine
+    import empanada_infer._segmenter as engine
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not load for an output that cannot be written")

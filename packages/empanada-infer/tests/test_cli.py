@@ -65,7 +65,7 @@ def test_2d_image_is_2d(workdir, capsys):
 
 def test_zarr_output_resumes_and_skips_when_complete(workdir, capsys, monkeypatch):
     assert run(capsys, "segment", "vol.tif", "-o", "out.zarr", *SMALL)[0] == 0
-    import empanada_infer._engine as engine
+    import empanada_infer._segmenter as engine
 
     def no_model(*args, **kwargs):
         raise AssertionError("a complete output must not load the model")

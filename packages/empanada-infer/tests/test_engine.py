@@ -322,7 +322,7 @@ def test_two_processes_equal_one(blob_model, blob_config, axis, tmp_path):
 
 class TestBackgroundForward:
     def test_items_in_order_and_errors_reach_the_consumer(self):
-        from empanada_infer._engine import _background
+        from empanada_infer._threads import _background
 
         assert list(_background(iter(range(7)))) == list(range(7))
 
@@ -336,7 +336,7 @@ class TestBackgroundForward:
             next(gen)
 
     def test_closing_stops_the_producer(self):
-        from empanada_infer._engine import _background
+        from empanada_infer._threads import _background
 
         produced = []
 
@@ -355,7 +355,7 @@ class TestBackgroundForward:
         assert len(produced) == n <= 5
 
     def test_threaded_stack_equals_inline(self, blob_model, blob_config, monkeypatch):
-        import empanada_infer._engine as engine
+        import empanada_infer._segmenter as engine
 
         rng = np.random.default_rng(1)
         vol = np.where(rng.random((9, 40, 40)) > 0.97, 40, 200).astype(np.uint8)
@@ -369,8 +369,8 @@ class TestBackgroundForward:
 def test_precision_auto_is_bf16_on_cuda_with_bf16_and_on_amx_cpus(monkeypatch):
     import torch
 
-    import empanada_infer._engine as engine
-    from empanada_infer._engine import _resolve_precision
+    import empanada_infer._precision as engine
+    from empanada_infer._precision import _resolve_precision
 
     monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: False)
     assert _resolve_precision("auto", torch.device("cpu")) == "fp32"
@@ -386,7 +386,7 @@ def test_precision_auto_is_bf16_on_cuda_with_bf16_and_on_amx_cpus(monkeypatch):
 
 
 def test_cpu_bf16_matrix_units_flag_is_read_from_cpuinfo():
-    from empanada_infer._engine import cpu_has_bf16_matrix_units
+    from empanada_infer._precision import cpu_has_bf16_matrix_units
 
     try:
         with open("/proc/cpuinfo") as f:
@@ -397,7 +397,7 @@ def test_cpu_bf16_matrix_units_flag_is_read_from_cpuinfo():
 
 
 def test_default_precision_on_cpu_follows_the_cpu(monkeypatch, blob_model, blob_config):
-    import empanada_infer._engine as engine
+    import empanada_infer._precision as engine
 
     assert ei.SegmentationParams().precision == "auto"
     monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: False)
@@ -410,7 +410,7 @@ def test_default_precision_on_cpu_follows_the_cpu(monkeypatch, blob_model, blob_
 
 # -- several single-threaded forwards at once on the CPU ------------------------------------
 def test_cpu_workers_rule(monkeypatch):
-    from empanada_infer._engine import _cpu_workers
+    from empanada_infer._threads import _cpu_workers
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
@@ -481,7 +481,7 @@ class _Calls:
 
 @pytest.mark.parametrize("serial_penalty", [False, True])
 def test_parallel_if_faster_picks_the_faster_way_and_keeps_order(serial_penalty):
-    from empanada_infer._engine import _parallel_if_faster
+    from empanada_infer._threads import _parallel_if_faster
 
     threads = torch.get_num_threads()
     fn = _Calls(0.01, serial_penalty)
@@ -494,7 +494,7 @@ def test_parallel_if_faster_picks_the_faster_way_and_keeps_order(serial_penalty)
 
 
 def test_parallel_if_faster_short_runs_and_early_close():
-    from empanada_infer._engine import _parallel_if_faster
+    from empanada_infer._threads import _parallel_if_faster
 
     threads = torch.get_num_threads()
     fn = _Calls(0.001, False)
@@ -581,7 +581,7 @@ def test_bf16_runs_keep_one_centre_per_plateau(monkeypatch, blob_model, blob_con
         calls.append(kwargs.get("center_plateaus"))
         return real(*args, **kwargs)
 
-    import empanada_infer._engine as engine
+    import empanada_infer._segmenter as engine
 
     monkeypatch.setattr(engine.ec, "panoptic_postprocess", spy)
     img, _ = discs((64, 64), CENTERS[:1], 10)
@@ -591,7 +591,7 @@ def test_bf16_runs_keep_one_centre_per_plateau(monkeypatch, blob_model, blob_con
 
 
 def test_auto_precision_on_amx_cpus_converts_and_rewrites(monkeypatch, tiny_pdl_pr):
-    import empanada_infer._engine as engine
+    import empanada_infer._precision as engine
 
     path, config = tiny_pdl_pr
     monkeypatch.setattr(engine, "cpu_has_bf16_matrix_units", lambda: True)
@@ -634,7 +634,7 @@ class _Conv1dHeads(torch.nn.Module):
 
 
 def test_pointwise_conv1d_as_matmul_is_the_same_arithmetic():
-    from empanada_infer._engine import _pointwise_conv1d_as_matmul
+    from empanada_infer._jit_rewrite import _pointwise_conv1d_as_matmul
 
     torch.manual_seed(0)
     module = torch.jit.script(_Conv1dHeads().eval())
@@ -652,7 +652,7 @@ def test_pointwise_conv1d_as_matmul_is_the_same_arithmetic():
 
 
 def test_pointwise_conv1d_rewrite_leaves_other_models_alone():
-    from empanada_infer._engine import _pointwise_conv1d_as_matmul
+    from empanada_infer._jit_rewrite import _pointwise_conv1d_as_matmul
 
     eager = _Conv1dHeads().eval()
     assert _pointwise_conv1d_as_matmul(eager) == (eager, 0)  # not TorchScript
@@ -666,7 +666,7 @@ def test_pointwise_conv1d_rewrite_leaves_other_models_alone():
 
 
 def test_pointwise_conv1d_rewrite_keeps_the_pdl_pr_outputs(tiny_pdl_pr):
-    from empanada_infer._engine import _pointwise_conv1d_as_matmul
+    from empanada_infer._jit_rewrite import _pointwise_conv1d_as_matmul
 
     path, _ = tiny_pdl_pr
     model = torch.jit.load(str(path)).eval()
@@ -682,7 +682,7 @@ def test_pointwise_conv1d_rewrite_keeps_the_pdl_pr_outputs(tiny_pdl_pr):
 
 
 def test_matmul_rewrite_is_dropped_when_a_probe_disagrees(monkeypatch, tiny_pdl_pr):
-    import empanada_infer._engine as engine
+    import empanada_infer._segmenter as engine
 
     path, config = tiny_pdl_pr
     model = torch.jit.load(str(path)).eval().to(torch.bfloat16)

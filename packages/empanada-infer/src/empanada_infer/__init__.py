@@ -23,9 +23,17 @@ __getattr__, __dir__, _public = lazy_loader.attach(
             "write_tiff", "create_output", "mark_done", "is_done", "done_keys",
             "mark_complete", "is_complete", "output_lock", "OutputLockedError",
         ],
-        "_engine": [
-            "SegmentationParams", "Segmenter", "InferenceCancelled", "segment_image",
-            "segment_stack", "segment_orthoplanes", "ortho_merge", "PLANES",
+        "_params": [
+            "SegmentationParams", "InferenceCancelled", "PLANES",
+        ],
+        "_precision": [
+            "cpu_has_bf16_matrix_units",
+        ],
+        "_segmenter": [
+            "Segmenter", "segment_image", "segment_stack", "segment_orthoplanes",
+        ],
+        "_ortho": [
+            "ortho_merge",
         ],
         "_distributed": [
             "segment_stack_distributed",

@@ -2,7 +2,7 @@
 
 The volume is cut into a regular grid of core blocks. Each block is segmented
 on a Dask worker with a halo of context on every side (stack inference along
-one plane, or ortho-plane consensus), by the engines of :mod:`._engine`
+one plane, or ortho-plane consensus), by the engines of :mod:`._segmenter`
 unchanged; the worker writes only the block's core into a chunked zarr /
 OME-Zarr output, with provisional ids that are unique to the block. Three
 stages follow each other, each a set of tasks of one per block:
@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from empanada_core.io import atomic_output
 
 from ._stitch import (
     _triple,
@@ -296,7 +298,7 @@ def _keep_freed_memory():
 
 def _worker_segmenter(job):
     def make():
-        from ._engine import Segmenter
+        from ._segmenter import Segmenter
 
         _keep_freed_memory()
         if job["torch_threads"]:
@@ -359,17 +361,12 @@ def _block_file(job, b):
 
 def _save_npz(path, **arrays):
     """Write ``path`` atomically (a partial file renamed into place)."""
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}-{threading.get_ident()}.npz")
-    try:
-        np.savez(partial, **arrays)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as f:
+        np.savez(f, **arrays)
 
 
 def _run_engine(job, data):
-    from ._engine import ortho_merge
+    from ._ortho import ortho_merge
 
     seg = _worker_segmenter(job)
     value_range = job["value_range"]
@@ -768,8 +765,10 @@ def segment_blockwise(volume, out=None, *, model=None, params=None, mode="stack"
     ConnectionError
         If a scheduler address cannot be reached (within 10 s).
     """
-    from ._engine import InferenceCancelled, SegmentationParams, resolve_model_config
+    from empanada_models import resolve_model_config
+
     from ._normalize import intensity_range
+    from ._params import InferenceCancelled, SegmentationParams
     from ._readers import check_image
     from ._writers import create_output, is_complete, is_done, mark_complete, mark_done
 

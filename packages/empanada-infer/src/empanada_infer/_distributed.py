@@ -36,8 +36,8 @@ def _worker(rank, world_size, job):
     import torch
     import torch.distributed as dist
 
-    from ._engine import Segmenter
     from ._readers import open_image
+    from ._segmenter import Segmenter
 
     backend = job["backend"]
     dist.init_process_group(backend, init_method=f"file://{job['rendezvous']}", rank=rank,
@@ -102,9 +102,12 @@ def segment_stack_distributed(volume, config, params, out=None, *, axis=0, world
     import torch
     import torch.multiprocessing as mp
 
-    from ._engine import _axis, _check_image, resolve_model_config
+    from empanada_models import resolve_model_config
+
     from ._normalize import intensity_range
+    from ._params import _axis
     from ._readers import open_image
+    from ._segmenter import _check_image
 
     axis = _axis(axis)
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:

@@ -201,7 +201,7 @@ class _Bar:
 
 
 def _params(args):
-    from ._engine import SegmentationParams
+    from ._params import SegmentationParams
 
     return SegmentationParams(
         downsampling=args.downsampling, confidence_thr=args.confidence_thr,
@@ -326,8 +326,10 @@ def run_segment(args):
 
 
 def _segment_locked(args, source, out_path, mode, image, params, start):
-    from ._engine import Segmenter, resolve_model_config
+    from empanada_models import resolve_model_config
+
     from ._readers import check_image, open_image
+    from ._segmenter import Segmenter
     from ._writers import create_output, is_complete, mark_complete, write_tiff
 
     if args.gpus > 1 and mode not in ("stack", "ortho"):
@@ -596,7 +598,7 @@ def _segment_into(seg, image, mode, args, out, bar, out_path, checkpoints=None):
 def _segment_distributed(seg, image, mode, args, out, out_path):
     """Stack or ortho mode with one process per GPU (gloo processes on CPU devices)."""
     from ._distributed import segment_stack_distributed
-    from ._engine import ortho_merge
+    from ._ortho import ortho_merge
 
     backend = "gloo" if str(args.device).startswith("cpu") else None
     source = seg.source if args.key is None and args.level is None else image

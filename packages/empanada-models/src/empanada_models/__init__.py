@@ -32,7 +32,8 @@ __getattr__, __dir__, _public = lazy_loader.attach(
             "ConfigError", "load_yaml", "atomic_output", "ModelConfig", "Norms",
         ],
         "_catalogue": [
-            "ARCHITECTURES", "Architecture", "get_architecture", "patch_multiple",
+            "ARCHITECTURES", "Architecture", "get_architecture", "config_architecture",
+            "patch_multiple",
         ],
         "_home": [
             "empanada_home", "config_dir", "cache_dir", "models_dir", "archived_dir",
@@ -48,6 +49,9 @@ __getattr__, __dir__, _public = lazy_loader.attach(
         ],
         "_info": [
             "model_info",
+        ],
+        "_torchscript": [
+            "quiet_torchscript", "save_torchscript",
         ],
         "_bundle": [
             "export_bundle", "import_bundle", "BundleError",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["ARCHITECTURES", "Architecture", "get_architecture", "patch_multiple",
+__all__ = ["ARCHITECTURES", "Architecture", "config_architecture", "get_architecture", "patch_multiple",
            "POINT_REND_DEFAULTS"]
 
 #: PointRend head arguments and the original's defaults (its training configs).

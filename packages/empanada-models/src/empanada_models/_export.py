@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import uuid
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._torchscript import quiet_torchscript, save_torchscript
+
 __all__ = ["export_torchscript", "fuse_model"]
-
-
-@contextlib.contextmanager
-def _quiet_torchscript_deprecation() -> Iterator[None]:
-    # TorchScript is deprecated in recent PyTorch, but it is the format the original
-    # empanada-napari loads; the warning gives the caller nothing to act on.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r".*torch\.jit\.\w+.* is deprecated", DeprecationWarning)
-        yield
 
 
 def fuse_model(model: nn.Module, *, inplace: bool = False) -> nn.Module:
@@ -111,16 +100,7 @@ def export_torchscript(
         prepared = fuse_model(model)
     else:
         prepared = copy.deepcopy(model).eval()
-    with _quiet_torchscript_deprecation():
+    with quiet_torchscript():
         scripted = torch.jit.script(prepared)
-    # a fresh name in the same folder (so the rename is atomic), created by torch.jit.save
-    # with the usual permissions (mkstemp would make it private to the user)
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with _quiet_torchscript_deprecation():
-            torch.jit.save(scripted, os.fspath(temporary))
-        os.replace(temporary, destination)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    save_torchscript(scripted, destination)
     return scripted

@@ -16,7 +16,6 @@ import copy
 import math
 import numbers
 import os
-import uuid
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -28,7 +27,8 @@ from torch.ao.nn.quantized import Quantize
 from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 from torch.ao.quantization.observer import ObserverBase
 
-from ._export import _quiet_torchscript_deprecation, fuse_model
+from ._export import fuse_model
+from ._torchscript import quiet_torchscript, save_torchscript
 
 __all__ = [
     "calibration_batches_from_images",
@@ -300,16 +300,9 @@ def export_quantized_torchscript(
     if not destination.parent.is_dir():
         raise FileNotFoundError(f"folder of `path` does not exist: {destination.parent}")
     quantized = quantize_model(model, calibration, backend=backend)
-    with _quiet_torchscript_deprecation(), _quiet_quantization_warnings():
+    with quiet_torchscript(), _quiet_quantization_warnings():
         scripted = torch.jit.script(quantized)
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with _quiet_torchscript_deprecation():
-            torch.jit.save(scripted, os.fspath(temporary))
-        os.replace(temporary, destination)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    save_torchscript(scripted, destination)
     return scripted
 
 

@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from ._download import (
     file_sha256,
 )
 from ._home import BUILTIN_CONFIG_DIR, archived_dir, config_dir, models_dir
+from ._torchscript import quiet_torchscript
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -279,11 +279,7 @@ def check_model_file(path, *, what: str = "model file") -> Path:
 def _jit_load(path: Path, device):
     import torch
 
-    with warnings.catch_warnings():
-        # TorchScript is the model format of the original; the deprecation notice
-        # says nothing the caller can act on.
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated",
-                                category=DeprecationWarning)
+    with quiet_torchscript():
         try:
             return torch.jit.load(str(path), map_location=device)
         except RuntimeError as exc:

@@ -13,12 +13,13 @@ loads through the registry like any other model.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ._torchscript import quiet_torchscript
 
 __all__ = ["BlobModel", "write_test_model"]
 
@@ -93,8 +94,7 @@ def write_test_model(folder, name="BlobNet_test", *, padding_factor=16, num_clas
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{name}.pth"
-    with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; files still load
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.", category=DeprecationWarning)
+    with quiet_torchscript():
         model = torch.jit.script(BlobModel(threshold=threshold, sigma=sigma,
                                            num_classes=num_classes).eval())
         torch.jit.save(model, str(weights))

@@ -123,7 +123,7 @@ class Inference3DWidget(Container):
 
     def _plan(self):
         from empanada_infer import check_image
-        from empanada_infer._engine import resolve_model_config
+        from empanada_models import resolve_model_config
 
         layer = self.image_layer.value
         if layer is None:

@@ -89,7 +89,7 @@ def get_segmenter(model, params, *, device="cpu", quantized=False):
     thresholds between runs does not reload it. At most two models are kept.
     """
     import empanada_infer as ei
-    from empanada_infer._engine import resolve_model_config
+    from empanada_models import resolve_model_config
 
     config = resolve_model_config(model)
     key = (_config_key(config), str(device), bool(quantized), params.precision,

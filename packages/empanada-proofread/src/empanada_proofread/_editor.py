@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from empanada_core.io import atomic_write_text
 
 from . import _arrays, _filters, _ops
 from ._index import label_index
@@ -77,9 +78,7 @@ class _DiskHistory:
         return self.folder / f"edit_{n:06d}.npz"
 
     def _save(self):
-        tmp = self.folder / "state.json.tmp"
-        tmp.write_text(json.dumps(self.state, indent=1))
-        os.replace(tmp, self.folder / "state.json")
+        atomic_write_text(self.folder / "state.json", json.dumps(self.state, indent=1))
 
     def _recover(self):
         pending = self.state.get("pending")

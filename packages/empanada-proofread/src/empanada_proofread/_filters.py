@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import numbers
 import os
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from empanada_core import object_stats
+from empanada_core.io import atomic_write_text
 from empanada_core.validation import check_label_divisor, check_positive_int
 
 from . import _arrays, _points
@@ -351,14 +353,12 @@ class LabelTable:
     def to_csv(self, path):
         """Write the table as CSV (to a temporary file, then renamed); returns the path."""
         path = os.fspath(path)
-        tmp = f"{path}.tmp"
         keys = list(self.columns)
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(keys)
-            cols = [self.columns[k].tolist() for k in keys]
-            writer.writerows(zip(*cols))
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(keys)
+        writer.writerows(zip(*(self.columns[k].tolist() for k in keys)))
+        atomic_write_text(path, text.getvalue())
         return path
 
     def __str__(self):

@@ -84,12 +84,11 @@ class EditRecord:
 
     def save(self, path):
         """Save as an ``.npz`` file (written to a temporary name, then renamed)."""
-        import os
+        from empanada_core.io import atomic_output
 
-        tmp = f"{path}.tmp.npz"
-        np.savez(tmp, shape=np.array(self.shape, np.int64), flat=self.flat, old=self.old,
-                 new=self.new)
-        os.replace(tmp, path)
+        with atomic_output(path) as f:
+            np.savez(f, shape=np.array(self.shape, np.int64), flat=self.flat, old=self.old,
+                     new=self.new)
 
     @classmethod
     def load(cls, path):

@@ -12,7 +12,6 @@ torch.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import numbers
 import os
@@ -24,7 +23,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from empanada_models import load_yaml
+from empanada_core.io import atomic_write_text
+from empanada_models import ARCHITECTURES, load_yaml
 
 __all__ = [
     "DEFAULTS",
@@ -43,33 +43,16 @@ FINETUNE_LAYERS = ("none", "stage1", "stage2", "stage3", "stage4", "all")
 CEM_RESNET50_URL = ("https://zenodo.org/record/6453160/files/"
                     "cem1.5m_swav_resnet50_200ep_balanced.pth.tar?download=1")
 
-_ARCHS = ("PanopticDeepLab", "PanopticDeepLabPR", "PanopticBiFPN", "PanopticBiFPNPR")
 _STALE_MODEL_KEYS = ("confidence_head", "confidence_bins")
 _BEST_METRICS = ("pq", "f1_50", "semantic_iou")
 _INTENSITY_MODES = ("auto", "dtype", "percentile")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _ATOMIC = frozenset({"class_names", "norms"})  # replaced, not merged
 
-_POINT_REND_DEFAULTS = {
-    "num_fc": 3, "train_num_points": 1024, "oversample_ratio": 3,
-    "importance_sample_ratio": 0.75, "subdivision_steps": 2, "subdivision_num_points": 8192,
-}
 #: Architecture defaults filled in for keys the config leaves out (the original's
-#: ``pdl_model.yaml`` and ``bifpn_model.yaml``: the MitoNet and MitoNet mini layouts).
-ARCH_DEFAULTS = {
-    "PanopticDeepLab": {
-        "encoder": "resnet50", "num_classes": None, "stage4_stride": 16,
-        "decoder_channels": 256, "low_level_stages": [1], "low_level_channels_project": [32],
-        "atrous_rates": [2, 4, 6], "aspp_channels": None, "aspp_dropout": 0.5,
-        "ins_decoder": True, "ins_ratio": 0.5,
-    },
-    "PanopticBiFPN": {
-        "encoder": "resnet50", "num_classes": None, "fpn_dim": 128, "fpn_layers": 3,
-        "ins_decoder": True, "depthwise": True,
-    },
-}
-ARCH_DEFAULTS["PanopticDeepLabPR"] = {**ARCH_DEFAULTS["PanopticDeepLab"], **_POINT_REND_DEFAULTS}
-ARCH_DEFAULTS["PanopticBiFPNPR"] = {**ARCH_DEFAULTS["PanopticBiFPN"], **_POINT_REND_DEFAULTS}
+#: ``pdl_model.yaml`` and ``bifpn_model.yaml``: the MitoNet and MitoNet mini layouts),
+#: from the catalogue :data:`empanada_models.ARCHITECTURES`.
+ARCH_DEFAULTS = {name: dict(entry.training_defaults) for name, entry in ARCHITECTURES.items()}
 
 #: Every key a training config may hold, with its default (null: set by the
 #: user or derived; see ``docs/training.md``).
@@ -504,16 +487,10 @@ def _augmentations(value, key):
 
 def _arch_keys(arch=None):
     """Builder arguments of ``arch`` (of every architecture when None)."""
-    import empanada_models as em
-
-    builders = {
-        "PanopticDeepLab": em.panoptic_deeplab, "PanopticDeepLabPR": em.panoptic_deeplab_pr,
-        "PanopticBiFPN": em.panoptic_bifpn, "PanopticBiFPNPR": em.panoptic_bifpn_pr,
-    }
     keys = set()
-    for name, builder in builders.items():
+    for name, entry in ARCHITECTURES.items():
         if arch is None or name == arch:
-            keys.update(inspect.signature(builder).parameters)
+            keys.update(entry.keyword_names())
     return keys
 
 
@@ -525,8 +502,8 @@ def _model_block(value, key):
     if not isinstance(value, Mapping):
         raise _fail(key, "a mapping of architecture arguments", value)
     arch = value.get("arch")
-    if arch not in _ARCHS:
-        raise _fail(f"{key}.arch", "one of " + ", ".join(_ARCHS), arch)
+    if arch not in ARCHITECTURES:
+        raise _fail(f"{key}.arch", "one of " + ", ".join(ARCHITECTURES), arch)
     known = _model_keys()
     unknown = sorted(k for k in value if k not in known)
     if unknown:
@@ -784,7 +761,7 @@ class TrainConfig:
         if overrides and "MODEL" in _nest(overrides):
             new_model = _nest(overrides)["MODEL"]
             arch = new_model.get("arch")
-            if arch in _ARCHS and arch != data["MODEL"]["arch"]:
+            if arch in ARCHITECTURES and arch != data["MODEL"]["arch"]:
                 # another architecture: keep only the arguments it shares with the old one
                 keep = _arch_keys(arch)
                 data["MODEL"] = {k: v for k, v in data["MODEL"].items() if k in keep}
@@ -802,12 +779,8 @@ class TrainConfig:
 
     def to_yaml(self, path):
         """Write the config as YAML (atomic: a temporary file, then a rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True),
-                       encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(
+            path, yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def check_model_name(name, key="model_name"):

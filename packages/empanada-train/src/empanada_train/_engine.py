@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import time
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from empanada_core.io import atomic_path, atomic_write_text
 
 from ._config import FINETUNE_LAYERS
 
@@ -347,27 +348,13 @@ def evaluate_model(model, dataset, *, padding_factor, labels, thing_list, label_
 
 def atomic_torch_save(obj, path):
     """``torch.save`` to a temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _atomic_text(path, text):
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def write_log_csv(history, path):
@@ -416,13 +403,8 @@ def write_log_plot(history, path, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex}.tmp.png")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return Path(path)
 
 

@@ -9,14 +9,14 @@ trained further with the loss, dataset and engine settings of its config's
 from __future__ import annotations
 
 import logging
-import math
 import os
-import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from empanada_models import config_architecture, quiet_torchscript, save_torchscript
 
 from ._config import (
     TrainConfig,
@@ -37,7 +37,6 @@ from ._train import (
     finetune_block,
     loop_spec,
     prepare_run,
-    quiet_torchscript,
     register_outputs,
     resolve_classes,
     resolve_device,
@@ -50,28 +49,8 @@ __all__ = ["finetune", "trainable_model"]
 
 logger = logging.getLogger("empanada_train")
 
-_ARCHS = ("PanopticDeepLab", "PanopticDeepLabPR", "PanopticBiFPN", "PanopticBiFPNPR")
 _CRITERION_KEYS = ("ce_weight", "mse_weight", "l1_weight", "pr_weight", "top_k_percent")
 _ENGINE_KEYS = ("stuff_area", "nms_threshold", "nms_kernel", "confidence_thr")
-
-
-def _model_config(model):
-    import empanada_models as em
-
-    if isinstance(model, em.ModelConfig):
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        text = os.fspath(model)
-        if text.endswith((".yaml", ".yml")) or os.sep in text or Path(text).is_file():
-            return em.ModelConfig.from_yaml(text)
-        return em.get_model_config(text)
-    raise TypeError(f"`model` must be a registered model name, a config .yaml path or a "
-                    f"ModelConfig; got {type(model).__name__}")
-
-
-def _arch_of(config):
-    arch = config.arch or (config.arch_params or {}).get("arch")
-    return arch if arch in _ARCHS else None
 
 
 def trainable_model(config, *, device="cpu"):
@@ -97,7 +76,7 @@ def trainable_model(config, *, device="cpu"):
     import empanada_models as em
 
     script = em.load_model(config, device=device)
-    arch = _arch_of(config)
+    arch = config_architecture(config)
     if arch is not None and config.arch_params:
         kwargs = {k: v for k, v in config.arch_params.items() if k != "arch"}
         try:
@@ -114,17 +93,7 @@ def trainable_model(config, *, device="cpu"):
 
 
 def _save_script(module, path):
-    module.eval()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with quiet_torchscript():
-            torch.jit.save(module, os.fspath(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return save_torchscript(module.eval(), path)
 
 
 def _base_config(base, name):
@@ -150,7 +119,7 @@ def _base_config(base, name):
             "label_divisor": base.label_divisor,
             "norms": {"mean": base.norms.mean, "std": base.norms.std},
         },
-        "MODEL": {"arch": _arch_of(base) or "PanopticDeepLabPR"},
+        "MODEL": {"arch": config_architecture(base) or "PanopticDeepLabPR"},
         "TRAIN": {
             "iterations": 100,
             "finetune_layer": "none",
@@ -257,7 +226,7 @@ def finetune(model, train_dir, *, name=None, config=None, eval_dir=None, model_d
     import empanada_models as em
 
     elapsed = timer()
-    base = _model_config(model)
+    base = em.resolve_model_config(model)
     custom = _custom(config)
     name = name or custom.get("model_name") or f"{base.name}_finetuned"
     check_model_name(name, "name")
@@ -295,10 +264,7 @@ def finetune(model, train_dir, *, name=None, config=None, eval_dir=None, model_d
     how = ("the eager architecture rebuilt from its MODEL block" if kind == "eager"
            else "its TorchScript module")
     notes = [f"finetuned {base.name} as {how} (finetunable layers: {layers})"]
-    arch = _arch_of(base)
-    multiple = base.padding_factor
-    if arch and "BiFPN" in arch:
-        multiple = math.lcm(multiple, 128)
+    multiple = em.patch_multiple(base)
     patch = cfg.train["patch_size"]
     if patch % multiple:
         raise TrainConfigError(

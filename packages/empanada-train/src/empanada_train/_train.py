@@ -9,14 +9,14 @@ registry config, registered in one step.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import torch
+
+from empanada_models import quiet_torchscript
 
 from ._config import (
     CEM_RESNET50_URL,
@@ -202,9 +202,9 @@ def make_dataset(items, classes, transforms, cfg, norms):
 
 def padding_factor_of(arch, model_kwargs):
     """Multiple that input sizes need: the encoder stride (PDL) or 128 (BiFPN)."""
-    if "BiFPN" in arch:
-        return 128
-    return int(model_kwargs.get("stage4_stride") or 16)
+    from empanada_models import get_architecture
+
+    return get_architecture(arch).input_multiple(model_kwargs)
 
 
 def schedule(cfg, n_items):
@@ -350,16 +350,6 @@ def load_pretraining(cfg, model):
 
 
 # ------------------------------------------------------------------------- exporting
-
-
-@contextlib.contextmanager
-def quiet_torchscript():
-    """Silence PyTorch's TorchScript deprecation warnings (the format is still the
-    one empanada-napari loads)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r".*torch\.jit\.\w+.* is deprecated", DeprecationWarning)
-        warnings.filterwarnings("ignore", r".*TorchScript.*deprecated", DeprecationWarning)
-        yield
 
 
 def prepare_run(cfg, items, evals, classes, norms, name, patch):

@@ -17,7 +17,12 @@ from pathlib import Path
 __all__ = ["register_train", "register_finetune", "register_patches"]
 
 _LAYERS = ("none", "stage1", "stage2", "stage3", "stage4", "all")
-_ARCHS = ("PanopticDeepLab", "PanopticDeepLabPR", "PanopticBiFPN", "PanopticBiFPNPR")
+
+
+def _architectures():
+    from empanada_models import ARCHITECTURES
+
+    return list(ARCHITECTURES)
 
 
 def _positive_int(text):
@@ -309,7 +314,7 @@ def register_train(subparsers):
     g.add_argument("--description", help="free text stored in the model config")
     g.add_argument("--model-dir", metavar="D",
                    help="output folder (default: ./<name>)")
-    g.add_argument("--arch", choices=_ARCHS, help="architecture")
+    g.add_argument("--arch", choices=_architectures(), help="architecture")
     g.add_argument("--encoder", metavar="E",
                    help="encoder: resnet18/34/50/101, regnety_200mf, ... "
                    "(`python -c 'import empanada_models as m; print(m.list_encoders())'`)")
