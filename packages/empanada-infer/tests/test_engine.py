@@ -682,7 +682,7 @@ def test_pointwise_conv1d_rewrite_keeps_the_pdl_pr_outputs(tiny_pdl_pr):
 
 
 def test_matmul_rewrite_is_dropped_when_a_probe_disagrees(monkeypatch, tiny_pdl_pr):
-    import empanada_infer._segmenter as engine
+    import empanada_infer._jit_rewrite as engine
 
     path, config = tiny_pdl_pr
     model = torch.jit.load(str(path)).eval().to(torch.bfloat16)

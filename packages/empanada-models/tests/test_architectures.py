@@ -373,7 +373,7 @@ def test_point_rend_settings_are_validated(kwargs, error, match):
         ({"low_level_stages": [5]}, ValueError, "`low_level_stages` must lie in 1..4"),
         ({"low_level_channels_project": [32, 16]}, ValueError, "one entry per"),
         ({"aspp_dropout": "high"}, TypeError, "`aspp_dropout`"),
-        ({"aspp_dropout": 1.5}, ValueError, "`aspp_dropout` must lie in"),
+        ({"aspp_dropout": 1.5}, ValueError, "`aspp_dropout` must be in"),
         ({"ins_ratio": 0.01}, ValueError, "`ins_ratio`"),
         ({"encoder": "vgg16"}, ValueError, "unknown encoder 'vgg16'"),
     ],

@@ -24,6 +24,7 @@ from skimage.measure import label as _skimage_label
 
 from .validation import (
     check_finite,
+    check_grid_factor,
     check_label_divisor,
     check_ndim,
     check_positive_int,
@@ -513,18 +514,6 @@ def _upsample_nearest(image, factor):
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def _grid_factor(full_shape, grid_shape):
-    """Integer factor between the semantic and the centre grids, or a clear error."""
-    fy, ry = divmod(full_shape[0], grid_shape[0])
-    fx, rx = divmod(full_shape[1], grid_shape[1])
-    if ry or rx or fy != fx or fy < 1:
-        raise ValueError(
-            f"the semantic image (shape {tuple(full_shape)}) must be the centre heatmap "
-            f"(shape {tuple(grid_shape)}) scaled by one integer factor in both axes"
-        )
-    return fy
-
-
 def panoptic_postprocess(
     sem,
     ctr_hmp,
@@ -621,7 +610,7 @@ def panoptic_postprocess(
             f"`offsets` (shape {offsets.shape}) must be (2, *ctr_hmp.shape) = "
             f"(2, {ctr_hmp.shape[0]}, {ctr_hmp.shape[1]})"
         )
-    factor = _grid_factor(sem.shape[1:], ctr_hmp.shape)
+    factor = check_grid_factor(sem.shape[1:], ctr_hmp.shape)
     things = () if semantic_only else tuple(thing_list)
 
     classes = harden_semantic(sem, confidence_thr=confidence_thr)

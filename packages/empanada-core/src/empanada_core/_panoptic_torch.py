@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .validation import check_finite, check_ndim
+from .validation import check_finite, check_grid_factor, check_ndim
 
 # Pixels per chunk when measuring distances to every centre.
 _GROUP_CHUNK_ELEMENTS = 1 << 24
@@ -251,8 +251,6 @@ def panoptic_postprocess(
     semantic_only=False, force_connected=True, out_shape=None, on_overflow="raise",
     center_plateaus="all",
 ):
-    from ._panoptic import _grid_factor
-
     sem = _as_chw(sem)
     device = sem.device
     ctr_hmp = torch.as_tensor(ctr_hmp, device=device)
@@ -264,7 +262,7 @@ def panoptic_postprocess(
             f"`offsets` (shape {tuple(offsets.shape)}) must be (2, *ctr_hmp.shape) = "
             f"(2, {ctr_hmp.shape[0]}, {ctr_hmp.shape[1]})"
         )
-    factor = _grid_factor(tuple(sem.shape[1:]), tuple(ctr_hmp.shape))
+    factor = check_grid_factor(tuple(sem.shape[1:]), tuple(ctr_hmp.shape))
     things = () if semantic_only else tuple(thing_list)
     classes = harden_semantic(sem, confidence_thr=confidence_thr)
     if things:

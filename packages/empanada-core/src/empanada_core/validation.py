@@ -37,6 +37,7 @@ __all__ = [
     "check_odd_window",
     "check_probability",
     "check_label_divisor",
+    "check_grid_factor",
     "is_torch_tensor",
 ]
 
@@ -207,6 +208,23 @@ def check_probability(value, arg_name):
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{arg_name}` must be in [0, 1]; got {value}")
     return float(value)
+
+
+def check_grid_factor(full_shape, grid_shape):
+    """The integer factor between a full-resolution grid and a coarser one.
+
+    Raises ``ValueError`` unless both axes of ``full_shape`` are the same
+    integer multiple of ``grid_shape`` (the semantic image and the centre
+    heatmap of a Panoptic-DeepLab output).
+    """
+    fy, ry = divmod(full_shape[0], grid_shape[0])
+    fx, rx = divmod(full_shape[1], grid_shape[1])
+    if ry or rx or fy != fx or fy < 1:
+        raise ValueError(
+            f"the semantic image (shape {tuple(full_shape)}) must be the centre heatmap "
+            f"(shape {tuple(grid_shape)}) scaled by one integer factor in both axes"
+        )
+    return fy
 
 
 def check_label_divisor(label_divisor, class_ids=()):

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from empanada_core.io import atomic_output
+from empanada_core.validation import check_int
 
 from ._stitch import (
     _triple,
@@ -194,7 +195,7 @@ def connect_client(scheduler=None, *, n_workers=None, threads_per_worker=1, time
         return client, None
     if n_workers is None:
         n_workers = _default_workers()
-    _check_int(n_workers, "n_workers", 1)
+    check_int(n_workers, "n_workers", 1)
     cluster = distributed.LocalCluster(
         n_workers=n_workers, threads_per_worker=threads_per_worker, processes=True,
         dashboard_address=":0", silence_logs=logging.ERROR,
@@ -221,12 +222,6 @@ def _import_distributed():
             "blockwise inference needs Dask distributed: pip install 'empanada-infer[distributed]'"
         ) from None
     return distributed
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------- worker side
@@ -783,7 +778,7 @@ def segment_blockwise(volume, out=None, *, model=None, params=None, mode="stack"
     if not 0.0 < float(stitch_threshold) <= 1.0:
         raise ValueError(f"`stitch_threshold` must be in (0, 1]; got {stitch_threshold!r}")
     if torch_threads is not None:
-        _check_int(torch_threads, "torch_threads", 1)
+        check_int(torch_threads, "torch_threads", 1)
     (kind, source), array = _resolve_source(volume, key, level)
     if kind == "dask":
         if len(array.shape) != 3:

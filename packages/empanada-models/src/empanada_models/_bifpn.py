@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from empanada_core.validation import check_int
+
 from ._blocks import (
     Resample2d,
     check_bool,
-    check_int,
     conv_bn_act,
     conv_transpose_bn_act,
     fuse_conv_bn_act,
@@ -25,7 +26,7 @@ from ._blocks import (
     init_efficientdet,
     separable_conv_bn_act,
 )
-from ._panoptic import PanopticModel
+from ._panoptic_model import PanopticModel
 from ._pointrend import PointRendSemSegHead
 
 __all__ = ["PanopticBiFPN"]
@@ -226,9 +227,9 @@ class PanopticBiFPN(PanopticModel):
         depthwise: bool = True,
         point_rend: PointRendSemSegHead | None = None,
     ) -> None:
-        fpn_dim = check_int("fpn_dim", fpn_dim, minimum=1)
+        fpn_dim = check_int(fpn_dim, "fpn_dim", 1)
         super().__init__(encoder, num_classes)
-        fpn_layers = check_int("fpn_layers", fpn_layers, minimum=1)
+        fpn_layers = check_int(fpn_layers, "fpn_layers", 1)
         ins_decoder = check_bool("ins_decoder", ins_decoder)
         depthwise = check_bool("depthwise", depthwise)
         if getattr(encoder, "output_stride", 32) != 32:

@@ -22,33 +22,6 @@ __all__: list[str] = []
 # argument validation
 
 
-def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
-    """Return ``value`` as an int, raising a clear error naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {value!r} ({type(value).__name__})")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_int_list(name: str, value: object, *, minimum: int | None = None) -> list[int]:
-    """Return ``value`` (a non-empty sequence of ints) as a list of ints."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"`{name}` must be a sequence of ints, got {value!r}")
-    if len(value) == 0:
-        raise ValueError(f"`{name}` must not be empty")
-    return [check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value)]
-
-
-def check_fraction(name: str, value: object, *, low: float, high: float) -> float:
-    """Return ``value`` as a float in the closed range [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a float, got {value!r} ({type(value).__name__})")
-    if not low <= value <= high:
-        raise ValueError(f"`{name}` must lie in [{low}, {high}], got {value}")
-    return float(value)
-
-
 def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be a bool, got {value!r} ({type(value).__name__})")

@@ -9,8 +9,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from empanada_core.validation import check_int
+
 from ._bifpn import PanopticBiFPN
-from ._blocks import check_int
 from ._catalogue import ARCHITECTURES, get_architecture
 from ._deeplab import PanopticDeepLab
 from ._encoders import build_encoder
@@ -42,8 +43,8 @@ def _point_rend(
     subdivision_num_points: int,
 ) -> PointRendSemSegHead:
     return PointRendSemSegHead(
-        check_int("decoder_channels / fpn_dim", nin, minimum=1),
-        check_int("num_classes", num_classes, minimum=1),
+        check_int(nin, "decoder_channels / fpn_dim", 1),
+        check_int(num_classes, "num_classes", 1),
         num_fc=num_fc,
         train_num_points=train_num_points,
         oversample_ratio=oversample_ratio,

@@ -9,11 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 
+from empanada_core.validation import check_float, check_int, check_int_list
+
 from ._blocks import (
     check_bool,
-    check_fraction,
-    check_int,
-    check_int_list,
     conv_bn_act,
     fuse_conv_bn_act,
     fuse_in_place,
@@ -21,7 +20,7 @@ from ._blocks import (
     init_small_normal,
     separable_conv_bn_act,
 )
-from ._panoptic import PanopticModel
+from ._panoptic_model import PanopticModel
 from ._pointrend import PointRendSemSegHead
 
 __all__ = ["PanopticDeepLab"]
@@ -134,12 +133,12 @@ class PanopticDeepLabDecoder(nn.Module):
 
 def _dropout_pair(aspp_dropout: object) -> tuple[float, float]:
     if isinstance(aspp_dropout, (int, float)) and not isinstance(aspp_dropout, bool):
-        p = check_fraction("aspp_dropout", aspp_dropout, low=0.0, high=1.0)
+        p = check_float(aspp_dropout, "aspp_dropout", 0.0, 1.0)
         return p, p
     if isinstance(aspp_dropout, Sequence) and len(aspp_dropout) == 2:
         return (
-            check_fraction("aspp_dropout[0]", aspp_dropout[0], low=0.0, high=1.0),
-            check_fraction("aspp_dropout[1]", aspp_dropout[1], low=0.0, high=1.0),
+            check_float(aspp_dropout[0], "aspp_dropout[0]", 0.0, 1.0),
+            check_float(aspp_dropout[1], "aspp_dropout[1]", 0.0, 1.0),
         )
     raise TypeError(
         "`aspp_dropout` must be a probability or a (semantic, instance) pair of "
@@ -194,28 +193,27 @@ class PanopticDeepLab(PanopticModel):
         ins_ratio: float = 0.5,
         point_rend: PointRendSemSegHead | None = None,
     ) -> None:
-        decoder_channels = check_int("decoder_channels", decoder_channels, minimum=1)
+        decoder_channels = check_int(decoder_channels, "decoder_channels", 1)
         super().__init__(encoder, num_classes)
-        stages = check_int_list("low_level_stages", low_level_stages, minimum=1)
+        stages = check_int_list(low_level_stages, "low_level_stages", 1, allow_empty=False)
         if max(stages) > 4:
             raise ValueError(f"`low_level_stages` must lie in 1..4, got {stages}")
-        projected = check_int_list(
-            "low_level_channels_project", low_level_channels_project, minimum=1
-        )
+        projected = check_int_list(low_level_channels_project, "low_level_channels_project", 1,
+                                   allow_empty=False)
         if len(projected) != len(stages):
             raise ValueError(
                 f"`low_level_channels_project` ({projected}) needs one entry per "
                 f"`low_level_stages` entry ({stages})"
             )
-        rates = check_int_list("atrous_rates", atrous_rates, minimum=1)
+        rates = check_int_list(atrous_rates, "atrous_rates", 1, allow_empty=False)
         aspp_channels = (
             decoder_channels
             if aspp_channels is None
-            else check_int("aspp_channels", aspp_channels, minimum=1)
+            else check_int(aspp_channels, "aspp_channels", 1)
         )
         semantic_dropout, instance_dropout = _dropout_pair(aspp_dropout)
         ins_decoder = check_bool("ins_decoder", ins_decoder)
-        ins_ratio = check_fraction("ins_ratio", ins_ratio, low=0.0, high=float("inf"))
+        ins_ratio = check_float(ins_ratio, "ins_ratio", 0.0, float("inf"))
         widths = [int(w) for w in encoder.widths]
         low_level_channels = [widths[stage - 1] for stage in stages]
 

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 
-from ._blocks import Resample2d, check_int, conv_bn_act, fuse_conv_bn_act, fuse_in_place
+from empanada_core.validation import check_int
+
+from ._blocks import Resample2d, conv_bn_act, fuse_conv_bn_act, fuse_in_place
 
 __all__ = ["build_encoder", "list_encoders", "register_encoder"]
 
@@ -114,7 +116,7 @@ def build_encoder(name: str, *, output_stride: int = 32, in_channels: int = 1) -
 
 
 def _check_output_stride(output_stride: object) -> int:
-    output_stride = check_int("output_stride", output_stride)
+    output_stride = check_int(output_stride, "output_stride", None)
     if output_stride not in (16, 32):
         raise ValueError(f"`output_stride` must be 16 or 32, got {output_stride}")
     return output_stride
@@ -254,7 +256,7 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         self.output_stride = output_stride = _check_output_stride(output_stride)
-        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.in_channels = check_int(in_channels, "in_channels", 1)
         self._groups = groups
         self._base_width = width_per_group
         self._inplanes = 64
@@ -496,7 +498,7 @@ class RegNet(nn.Module):
     ) -> None:
         super().__init__()
         self.output_stride = output_stride = _check_output_stride(output_stride)
-        self.in_channels = check_int("in_channels", in_channels, minimum=1)
+        self.in_channels = check_int(in_channels, "in_channels", 1)
         self.widths: list[int] = list(widths)
         self.stage_names: list[str] = ["stage1", "stage2", "stage3", "stage4"]
         self.stem = _RegNetStem(in_channels, stem_width)

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._blocks import check_fraction, check_int, fuse_in_place
+from empanada_core.validation import check_float, check_int
+
+from ._blocks import fuse_in_place
 
 __all__: list[str] = []
 
@@ -150,16 +152,12 @@ class PointRendSemSegHead(nn.Module):
         subdivision_num_points: int = 8192,
     ) -> None:
         super().__init__()
-        self.train_num_points = check_int("train_num_points", train_num_points, minimum=1)
-        self.oversample_ratio = check_int("oversample_ratio", oversample_ratio, minimum=1)
-        self.importance_sample_ratio = check_fraction(
-            "importance_sample_ratio", importance_sample_ratio, low=0.0, high=1.0
-        )
-        self.subdivision_steps = check_int("subdivision_steps", subdivision_steps, minimum=0)
-        self.subdivision_num_points = check_int(
-            "subdivision_num_points", subdivision_num_points, minimum=1
-        )
-        num_fc = check_int("num_fc", num_fc, minimum=0)
+        self.train_num_points = check_int(train_num_points, "train_num_points", 1)
+        self.oversample_ratio = check_int(oversample_ratio, "oversample_ratio", 1)
+        self.importance_sample_ratio = check_float(importance_sample_ratio, "importance_sample_ratio", 0.0, 1.0)
+        self.subdivision_steps = check_int(subdivision_steps, "subdivision_steps", 0)
+        self.subdivision_num_points = check_int(subdivision_num_points, "subdivision_num_points", 1)
+        num_fc = check_int(num_fc, "num_fc", 0)
         self.point_head = StandardPointHead(nin, num_classes, nin, num_fc)
 
     def forward_train(

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from empanada_core.validation import check_int_list
+
 from ._targets import _check_sigma, heatmap_and_offsets
 
 __all__ = [
@@ -409,20 +411,9 @@ class PanopticDataset(_PatchDataset):
         }
 
 
-def _check_int_list(values, arg_name):
-    try:
-        values = list(values)
-    except TypeError:
-        raise TypeError(f"`{arg_name}` must be a sequence of ints; got {values!r}") from None
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"`{arg_name}` must hold ints; got {v!r}")
-    return [int(v) for v in values]
-
-
 def _check_classes(labels, thing_list, label_divisor):
-    labels = _check_int_list(labels, "labels")
-    thing_list = _check_int_list(thing_list, "thing_list")
+    labels = check_int_list(labels, "labels")
+    thing_list = check_int_list(thing_list, "thing_list")
     if sorted(labels) != list(range(1, len(labels) + 1)):
         raise ValueError(
             f"`labels` must be the class ids 1..n (each is the index of a logit channel; 0 is "

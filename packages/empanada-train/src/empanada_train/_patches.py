@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from empanada_core.validation import check_int
+
 __all__ = ["Patch", "pick_patches", "pick_patches_from_file", "parse_patch_name"]
 
 #: Slices in a flipbook and the index of the one to annotate.
@@ -94,14 +96,6 @@ class Patch:
 
 
 # ----------------------------------------------------------------- validation
-
-
-def _check_int(value, arg_name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{arg_name}` must be an integer; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{arg_name}` must be >= {minimum}; got {value}")
-    return int(value)
 
 
 def _check_source_name(source, arg_name="source"):
@@ -542,9 +536,9 @@ def pick_patches(image, *, patch_size=256, n_patches=16, points=None, pick_all_p
     >>> pick_patches(image, patch_size=32, n_patches=1, points=[[5, 90]])[0].name
     's0-LOC-2d_0-32_64-96'
     """
-    patch_size = _check_int(patch_size, "patch_size", 1)
-    n_patches = _check_int(n_patches, "n_patches", 0)
-    level = _check_int(level, "level", 0)
+    patch_size = check_int(patch_size, "patch_size", 1)
+    n_patches = check_int(n_patches, "n_patches", 0)
+    level = check_int(level, "level", 0)
     if not isinstance(pick_all_points, bool):
         raise TypeError(f"`pick_all_points` must be a bool; got {pick_all_points!r}")
     source = _check_source_name(source)
@@ -690,7 +684,7 @@ def pick_patches_from_file(path, *, labels=None, points=None, key=None, labels_k
     """
     path = Path(os.fspath(path))
     level = options.get("level", 0)
-    level = _check_int(level, "level", 0)
+    level = check_int(level, "level", 0)
     image = _open_levels(path, key, level)
     label_image = None
     if labels is not None:

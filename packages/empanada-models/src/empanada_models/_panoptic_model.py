@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.ao.quantization import DeQuantStub, QuantStub
 
-from ._blocks import PanopticDeepLabHead, check_int
+from empanada_core.validation import check_int
+
+from ._blocks import PanopticDeepLabHead
 from ._pointrend import PointRendSemSegHead
 
 __all__: list[str] = []
@@ -55,7 +57,7 @@ class PanopticModel(nn.Module):
         self.encoder = encoder
         self.in_channels = int(getattr(encoder, "in_channels", 1))
         self.arch = "PanopticModel"  # set by subclasses to the original arch name
-        self.num_classes = check_int("num_classes", num_classes, minimum=1)
+        self.num_classes = check_int(num_classes, "num_classes", 1)
         self.quant = QuantStub()
         self.dequant = DeQuantStub()
 
