@@ -273,9 +273,8 @@ def _keep_freed_memory():
 
     The nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; setting it also
     fixes glibc's mmap threshold at 128 KiB, so every large tensor of every forward
-    is mapped afresh and page-faulted in: torch forwards ran 1.5x (one thread) to 1.8x
-    (two threads) slower in a worker than in a plain process (measured on 416 x 544
-    MitoLite_v1 slices). Raising both thresholds keeps freed memory for the next
+    is mapped afresh and page-faulted in, and torch forwards ran much slower in a
+    worker than in a plain process (docs/scale-out.md). Raising both thresholds keeps freed memory for the next
     forward, as in a plain process. glibc (Linux) only; elsewhere nothing is done.
     """
     if not sys.platform.startswith("linux"):

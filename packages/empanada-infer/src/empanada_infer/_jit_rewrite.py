@@ -18,8 +18,8 @@ def _pointwise_conv1d_as_matmul(model):
 
     PointRend's point head is a stack of kernel-1 Conv1d layers over thousands
     of points. With bf16 on x86 CPUs, torch's oneDNN ``conv1d`` reorders its
-    output through a slow transposing copy (8 ms against 0.8 ms for the same
-    product as a matmul on [256, 257] x [257, 8192]), which made small bf16
+    output through a slow transposing copy (about 10x the time of the same
+    product as a matmul; docs/performance.md), which made small bf16
     forwards no faster than fp32. The rewrite is the same arithmetic: ``W @ x
     + b[:, None]`` for every conv1d whose weight is a constant of kernel size 1
     with stride 1, no padding, dilation 1 and one group. Returns ``(model,

@@ -67,9 +67,9 @@ class SegmentationParams:
         with bf16 weights is then frozen and its 1x1 conv1d calls (PointRend's
         point head) run as matmuls, the same arithmetic. 'fp32': full
         precision, the original's. 'auto' (default): bf16 on CUDA devices
-        that support it and on CPUs with bf16 matrix units (Intel AMX: 1.7-4.1x
-        faster forwards for MitoLite_v1, validation F1 within 0.0022 of fp32,
-        see docs/compat.md), fp32 elsewhere.
+        that support it and on CPUs with bf16 matrix units (Intel AMX; speed
+        and accuracy against fp32 in docs/performance.md and docs/compat.md),
+        fp32 elsewhere.
     normalize : {'auto', 'percentile', 'dtype'}
         Intensity normalisation (see :func:`empanada_infer.normalize`).
     tile_size : int
@@ -80,17 +80,15 @@ class SegmentationParams:
         Context (pixels) each tile sees beyond the part of it that is kept.
     channels_last : bool or None
         Run the network in channels-last memory format: faster convolutions on
-        GPUs and on x86 CPUs (measured 1.7x for a ResNet-18 PDL-PR on 512²
-        slices on the CPU; equal for very small slices), with float sums in a
-        different order (outputs differ by ~1e-6). None (default): on CUDA and
+        GPUs and on x86 CPUs (docs/performance.md; no gain for very small
+        slices), with float sums in a different order (outputs differ by ~1e-6). None (default): on CUDA and
         CPU devices, not on others.
     cpu_workers : int or None
         Stack and ortho inference on the CPU: run this many slices (batches)
         through the network at once, each forward on one torch thread, instead
         of one forward on all threads, when a probe of the first slices finds
-        it faster. Small slices can use many threads poorly (MitoLite_v1: 1.35x
-        end to end for a 64 x 256² ortho run on 2 cores, same labels); large
-        ones gain nothing. None (default): the number of torch threads (at most
+        it faster. Small slices can use many threads poorly (figures in
+        docs/performance.md; same labels either way); large ones gain nothing. None (default): the number of torch threads (at most
         8) for slices of at most 2**17 pixels, else 1. While the threads run,
         torch's thread count is 1 for the whole process.
     """

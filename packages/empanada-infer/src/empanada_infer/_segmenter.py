@@ -73,7 +73,7 @@ class Segmenter:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = _resolve_precision(self.params.precision, self.device)
         # On the CPU, bf16 weights beat autocast (which re-casts every weight at
-        # every forward): 1.2-1.4x more for MitoLite_v1. Models that cannot run
+        # every forward; docs/performance.md). Models that cannot run
         # with bf16 weights (int8, fp32-only ops) run under autocast instead.
         self._bf16_weights = (self.precision == "bf16" and self.device.type == "cpu"
                               and _to_bf16_weights(self.model, self.config))

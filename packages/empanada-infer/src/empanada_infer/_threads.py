@@ -71,8 +71,8 @@ def _parallel_if_faster(fn, items, workers, probe=6):
     """``map(fn, items)`` in order, on ``workers`` threads if that proves faster.
 
     Whether several single-threaded forwards beat one multi-threaded forward
-    depends on the network and the machine (1.2-1.6x for MitoLite_v1 on small
-    slices on 2 cores, 0.75-0.9x for a ResNet-18 net with other weights), so
+    depends on the network and the machine (faster for MitoLite_v1 on small
+    slices on 2 cores, slower for some other nets; docs/performance.md), so
     the first ``probe`` items run one after the other and the next ``probe``
     on the threads, each timed from one request of the consumer to the next
     (its own work included); the faster way does the rest. Results are the
