@@ -615,3 +615,39 @@ def test_archiving_an_override_lists_the_builtin_again(home, tiny):
     assert reg.get_model_config("MitoNet_v1").padding_factor == 32
     reg.archive_model("MitoNet_v1")
     assert reg.get_model_config("MitoNet_v1").padding_factor != 32
+
+
+def test_resolve_model_config_is_the_one_front_door(home, tmp_path, monkeypatch):
+    cfg = reg.resolve_model_config()
+    assert cfg.name == reg.get_default_model()
+    assert reg.resolve_model_config(cfg) is cfg
+    registered = write_config(home / "configs" / "Tiny.yaml", config_dict(tmp_path / "w.pth"))
+    assert reg.resolve_model_config("Tiny").source == registered
+    # a YAML path, with or without a folder, and a file without the suffix
+    elsewhere = write_config(tmp_path / "cfgs" / "Other.yaml", config_dict(tmp_path / "w.pth"))
+    assert reg.resolve_model_config(elsewhere).name == "Other"
+    assert reg.resolve_model_config(str(elsewhere)).name == "Other"
+    plain = tmp_path / "cfgs" / "plain_config"
+    plain.write_text(elsewhere.read_text())
+    assert reg.resolve_model_config(str(plain)).name == "plain_config"
+    monkeypatch.chdir(tmp_path / "cfgs")
+    assert reg.resolve_model_config("Other.yaml").name == "Other"
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        reg.resolve_model_config("missing.yaml")
+    with pytest.raises(FileNotFoundError, match="no/such"):
+        reg.resolve_model_config("no/such")
+    with pytest.raises(reg.ModelNotFoundError, match="Tiny"):
+        reg.resolve_model_config("NotAModel")
+    with pytest.raises(TypeError, match="a model must be given"):
+        reg.resolve_model_config(3)
+
+
+def test_patch_multiple_comes_from_the_catalogue(home, tmp_path):
+    base = config_dict(tmp_path / "w.pth", padding_factor=16)
+    pdl = reg.ModelConfig.from_dict({**base, "MODEL": {"arch": "PanopticDeepLabPR"}}, name="a")
+    bifpn = reg.ModelConfig.from_dict({**base, "MODEL": {"arch": "PanopticBiFPNPR"}}, name="b")
+    plain = reg.ModelConfig.from_dict(base, name="c")
+    assert [reg.patch_multiple(c) for c in (pdl, bifpn, plain)] == [16, 128, 16]
+    assert reg.config_architecture(bifpn) == "PanopticBiFPNPR"
+    assert reg.config_architecture(plain) is None
+    assert reg.model_info(bifpn)["patch_multiple"] == 128
