@@ -129,9 +129,9 @@ def open_image(path, *, key=None, level=None):
             f"of 2D images. Supported: {_SUPPORTED}"
         )
     if key is not None or level not in (None, 0):
-        raise ValueError(
-            f"`key` and `level` apply only to zarr stores; {path.name} is a file"
-        )
+        given = "`key` and `level` apply" if key is not None and level not in (None, 0) \
+            else "`key` applies" if key is not None else "`level` applies"
+        raise ValueError(f"{given} only to zarr stores; {path.name} is a file")
     if name.endswith(_TIFF_SUFFIXES):
         opener, what = _open_tiff, "a TIFF file"
     elif name.endswith(".npy"):

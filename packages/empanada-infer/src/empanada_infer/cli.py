@@ -152,7 +152,8 @@ def register_segment(subparsers):
     g = p.add_argument_group("reporting")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run_segment, cli_aliases={"label_divisor": "--max-objects"})
+    p.set_defaults(func=run_segment, cli_aliases={
+        "label_divisor": "--max-objects", "model_quantized": "model_quantized in its config"})
 
 
 def register_evaluate(subparsers):
@@ -423,8 +424,8 @@ def run_segment(args):
             mode = "2d" if image.ndim == 2 else "stack"
     if mode == "batch" and not (source.is_dir() and not _is_zarr(source)):
         mode = "batch-stack"  # a 3D array of unrelated 2D images
-    _check_mode_flags(args, mode)
     _check_output(out_path, mode, args.overwrite, source)
+    _check_mode_flags(args, mode)
     with output_lock(out_path):
         return _segment_locked(args, source, out_path, mode, image, params, start)
 

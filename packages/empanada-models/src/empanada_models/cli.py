@@ -277,8 +277,9 @@ def _remember_parsers(parser):
 # command-line user typed flags. These phrases have a flag of their own or none.
 _PHRASES = (
     # "pass overwrite=True (--overwrite)" and "(overwrite=True, --force)": the flag only
-    (re.compile(r"\b\w+=[^\s,()]+ \((--[\w-]+)\)"), r"\1"),
-    (re.compile(r"\(\w+=[^\s,()]+, (--[\w-]+)\)"), r"(\1)"),
+    (re.compile(r"\b\w+=True \((--[\w-]+)\)"), r"\1"),
+    (re.compile(r"\b\w+=['\"]?([^\s,()'\"]+)['\"]? \((--[\w-]+)\)"), r"\2 \1"),
+    (re.compile(r"\(\w+=True, (--[\w-]+)\)"), r"(\1)"),
     (re.compile(r" \(the 'max objects per class'\)"), ""),
     (re.compile(r" or pass on_overflow='drop' to keep only the largest"), ""),
     (re.compile(r"more than label_divisor - 1 = (\d+)"), r"more than \1 (`label_divisor` - 1)"),
@@ -311,8 +312,9 @@ def cli_message(text, parser=None, aliases=None):
     parser : argparse.ArgumentParser, optional
         The (sub-)command that ran: its options name the Python arguments.
     aliases : dict, optional
-        Python argument names whose flag has another name, e.g.
-        ``{"label_divisor": "--max-objects"}``.
+        Python argument (or config key) names whose flag has another name, e.g.
+        ``{"label_divisor": "--max-objects"}``; a value that is not a flag
+        replaces the backquoted name as it is.
 
     Returns
     -------
@@ -326,9 +328,10 @@ def cli_message(text, parser=None, aliases=None):
         if not flag.startswith("-"):
             text = text.replace(f"`{name}`", flag)
             continue
-        text = re.sub(rf"(?<![\w.-]){name}=True\b", flag, text)
-        text = re.sub(rf"(?<![\w.-]){name}=False\b", f"no {flag}", text)
-        text = re.sub(rf"(?<![\w.-]){name}=(['\"]?)([^\s,;)'\"]*)\1",
+        word = rf"(?<![\w.-]){re.escape(name)}"
+        text = re.sub(rf"{word}=True\b", flag, text)
+        text = re.sub(rf"{word}=False\b", f"no {flag}", text)
+        text = re.sub(rf"{word}=(['\"]?)([^\s,;)'\"]*)\1",
                       lambda m, f=flag: f"{f} {m.group(2)}".rstrip(), text)
         text = text.replace(f"`{name}`", flag)
     return text
@@ -353,20 +356,21 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # argparse: --help, --version or a usage error
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     with warnings.catch_warnings():
-        warnings.showwarning = _one_line_warning()
+        warnings.showwarning = _one_line_warning(args)
         return _run(args)
 
 
-def _one_line_warning():
+def _one_line_warning(args=None):
     """A ``warnings.showwarning`` that prints each message once, on one line.
 
     Python's default prints the warning's source file and line, once per place
-    it is raised from; a command-line user wants the message only.
+    it is raised from; a command-line user wants the message only, in the flags
+    of the command.
     """
     seen = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message)
+        text = str(message) if args is None else _worded(message, args)
         if text not in seen:
             seen.add(text)
             print(f"empanada: warning: {text}", file=sys.stderr)
