@@ -154,3 +154,19 @@ def test_help_has_no_none_defaults(capsys):
         out = capsys.readouterr().out
         assert "(default: None)" not in out
         assert "(default: False)" not in out
+
+
+def test_dtype_normalisation_of_12_bit_data_warns(workdir, capsys):
+    images = tifffile.imread(workdir / "images.tif")
+    twelve_bit = (images[1].astype(np.uint16) * 16)  # 0..4080 in a 16-bit container
+    tifffile.imwrite(workdir / "twelve.tif", twelve_bit)
+    code, _, err = run(capsys, "segment", "twelve.tif", "-o", "d.tif", *SMALL,
+                       "--normalize", "dtype")
+    assert code == 0, err
+    assert ("empanada: warning: twelve.tif uses only 5% of the uint16 range (largest value "
+            "3200 of 65535)") in err
+    assert "--normalize percentile" in err
+    code, _, err = run(capsys, "segment", "twelve.tif", "-o", "p.tif", *SMALL)  # percentile
+    assert code == 0
+    assert "warning" not in err
+    assert len(np.unique(tifffile.imread(workdir / "p.tif"))) - 1 == 2

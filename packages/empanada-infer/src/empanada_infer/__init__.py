@@ -20,6 +20,7 @@ _EXPORTS = {
     # normalisation
     "intensity_range": "_normalize",
     "normalize": "_normalize",
+    "warn_if_narrow_dtype_range": "_normalize",
     # writing results
     "write_tiff": "_writers",
     "create_output": "_writers",

@@ -432,6 +432,7 @@ def run_segment(args):
 
 def _segment_locked(args, source, out_path, mode, image, params, start):
     from ._engine import Segmenter, resolve_model_config
+    from ._normalize import warn_if_narrow_dtype_range
     from ._readers import check_image, open_image
     from ._writers import create_output, is_complete, mark_complete, write_tiff
 
@@ -454,6 +455,7 @@ def _segment_locked(args, source, out_path, mode, image, params, start):
         # a stack of unrelated images: each slice's values are checked on its own
         image = check_image(image, ndim=2 if mode == "2d" else 3, arg_name=str(source),
                             check_values=mode != "batch-stack")
+        warn_if_narrow_dtype_range(image, mode=args.normalize, arg_name=str(source))
         if _is_zarr(out_path):
             record = _run_params_record(args, config, image)
             out = create_output(out_path, image.shape, np.uint32, overwrite=args.overwrite,
@@ -566,6 +568,7 @@ def _run_batch(seg, source, out_path, args, config, class_names, written, bar):
     skipped, results of changed inputs are redone, and a file the record does not
     know (another run's, someone's) is replaced only with --overwrite.
     """
+    from ._normalize import warn_if_narrow_dtype_range
     from ._readers import (
         _list_batch,
         batch_output_names,
@@ -588,6 +591,7 @@ def _run_batch(seg, source, out_path, args, config, class_names, written, bar):
     for path, target in zip(files, targets):
         try:
             image = check_image(open_image(path), ndim=2, arg_name=str(path))
+            warn_if_narrow_dtype_range(image, mode=args.normalize, arg_name=path.name)
             fingerprint = image_fingerprint(image, path)
         except (ValueError, TypeError, OSError) as err:
             failed.append((path.name, str(err)))
