@@ -148,3 +148,17 @@ def test_patches_of_generic_file_names_take_their_folder_name(workdir, capsys):
     assert code == 0, err
     assert sorted(p.name for p in (workdir / "data" / "ds").iterdir()) == ["lucchi", "vnc"]
     assert {s for _, _, s in load_dataset(workdir / "data" / "ds")} == {"lucchi", "vnc"}
+
+
+HELP = [["segment"], ["evaluate"], ["models"], ["models", "list"], ["models", "info"],
+        ["models", "register"], ["models", "export"], ["models", "import"], ["train"],
+        ["finetune"], ["patches", "pick"], ["patches", "store"]]
+
+
+@pytest.mark.parametrize("command", HELP, ids=[" ".join(c) for c in HELP])
+def test_help_has_no_default_none_glitches(capsys, command):
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: empanada")
+    for glitch in ("(default: None)", "(default: False)", "default: None", "None:"):
+        assert glitch not in out, f"`empanada {' '.join(command)} --help` shows {glitch!r}"
