@@ -1,9 +1,9 @@
-"""The comparison helpers of empanada_core.testing."""
+"""The helpers of empanada_core.testing: partition comparison and real-data lookup."""
 
 import numpy as np
 import pytest
 
-from empanada_core.testing import assert_same_partition, partition_disagreement
+from empanada_core.testing import assert_same_partition, data_path, partition_disagreement
 
 
 def test_renamed_ids_agree():
@@ -39,3 +39,33 @@ def test_split_object_counts_the_smaller_part():
 def test_shape_mismatch():
     with pytest.raises(ValueError, match="shapes differ"):
         partition_disagreement(np.zeros(3), np.zeros(4))
+
+
+# ------------------------------------------------------------------ real-data lookup
+
+
+@pytest.mark.parametrize("ci", ["", "0", "false"])
+def test_absent_data_skips_outside_ci(tmp_path, monkeypatch, capsys, ci):
+    monkeypatch.setenv("EMPANADA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.skip.Exception, match="'lucchi' not found"):
+        data_path("lucchi")
+    assert "skipping: real EM data 'lucchi' not found" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("ci", ["true", "1", "True"])
+def test_absent_data_fails_under_ci(tmp_path, monkeypatch, ci):
+    monkeypatch.setenv("EMPANADA_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match="CI=true, where the data must be present"):
+        data_path("lucchi")
+
+
+def test_a_dataset_without_its_files_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMPANADA_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("CI", raising=False)
+    (tmp_path / "lucchi").mkdir()
+    (tmp_path / "lucchi" / "images.tif").write_bytes(b"")
+    assert data_path("lucchi", "images.tif") == tmp_path / "lucchi"
+    with pytest.raises(pytest.fail.Exception, match="lacks labels.tif"):
+        data_path("lucchi", "images.tif", "labels.tif")

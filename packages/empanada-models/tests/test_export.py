@@ -9,14 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+import empanada_models as em
 from empanada_models import _export
-from empanada_models._builders import (
-    mitonet_v1,
-    panoptic_bifpn,
-    panoptic_bifpn_pr,
-    panoptic_deeplab,
-    panoptic_deeplab_pr,
-)
+from empanada_models._builders import mitonet_v1, panoptic_deeplab
 from empanada_models._export import export_torchscript, fuse_model
 
 
@@ -49,29 +44,30 @@ def assert_outputs_close(actual, expected):
         torch.testing.assert_close(actual[key], value, atol=1e-4 * scale, rtol=1e-4)
 
 
-BUILDERS = {
-    "pdl_pr_resnet18": (
-        lambda: panoptic_deeplab_pr(
-            encoder="resnet18",
-            num_classes=3,
-            decoder_channels=64,
-            low_level_stages=[1],
-            low_level_channels_project=[32],
-            ins_decoder=True,
-            aspp_dropout=0.5,
-        ),
-        64,
-    ),
-    "bifpn_pr_resnet18": (
-        lambda: panoptic_bifpn_pr(encoder="resnet18", fpn_dim=32, fpn_layers=2, ins_decoder=True),
-        128,
-    ),
-    "pdl_regnet": (lambda: panoptic_deeplab(encoder="regnety_200mf", decoder_channels=32), 64),
-    "bifpn_regnet_dense": (
-        lambda: panoptic_bifpn(encoder="regnety_200mf", fpn_dim=16, depthwise=False),
-        128,
-    ),
+def small_model(arch, **overrides):
+    """A small model of a catalogue architecture (both families' keys; the other's ignored)."""
+    kwargs = {"encoder": "resnet18", "num_classes": 3, "decoder_channels": 64,
+              "low_level_stages": [1], "low_level_channels_project": [32], "ins_decoder": True,
+              "aspp_dropout": 0.5, "fpn_dim": 32, "fpn_layers": 2, **overrides}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "ignoring MODEL keys", UserWarning)
+        return em.build_model(arch, **kwargs)
+
+
+def input_size(arch):
+    return 128 if "BiFPN" in arch else 64  # BiFPN pads to multiples of 128
+
+
+# Other encoders and options for some architectures, so both encoder families and
+# dense BiFPN convs are exported too.
+VARIANTS = {
+    "PanopticDeepLab": {"encoder": "regnety_200mf", "decoder_channels": 32},
+    "PanopticBiFPN": {"encoder": "regnety_200mf", "fpn_dim": 16, "depthwise": False},
 }
+# Every architecture of the catalogue: a new one is tested without editing this file.
+BUILDERS = {arch: (lambda arch=arch: small_model(arch, **VARIANTS.get(arch, {})),
+                   input_size(arch))
+            for arch in em.ARCHITECTURES}
 
 
 @pytest.fixture(scope="module", params=list(BUILDERS))
@@ -116,7 +112,7 @@ def test_mitonet_v1_fused_script_matches_eager():
 
 
 def test_fuse_model_folds_every_batchnorm_and_leaves_the_input_alone():
-    model = BUILDERS["bifpn_pr_resnet18"][0]().train()
+    model = BUILDERS["PanopticBiFPNPR"][0]().train()
     fused = fuse_model(model)
     assert not fused.training
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
@@ -170,7 +166,7 @@ LOADER = textwrap.dedent(
 
 
 def test_exported_file_runs_with_plain_torch(tmp_path):
-    build, size = BUILDERS["pdl_pr_resnet18"]
+    build, size = BUILDERS["PanopticDeepLabPR"]
     torch.manual_seed(0)
     model = randomise(build())
     x = torch.randn(1, 1, size, size)
@@ -192,7 +188,7 @@ def test_exported_file_runs_with_plain_torch(tmp_path):
 
 
 def test_export_replaces_atomically_and_cleans_up_on_failure(tmp_path, monkeypatch):
-    model = BUILDERS["pdl_regnet"][0]()
+    model = BUILDERS["PanopticDeepLab"][0]()
     path = tmp_path / "model.pth"
     path.write_bytes(b"previous")
 
@@ -220,7 +216,7 @@ def test_export_argument_errors(tmp_path):
         export_torchscript(nn.Identity(), tmp_path / "missing" / "m.pth")
 
 
-@pytest.mark.parametrize("name", ["pdl_pr_resnet18", "bifpn_pr_resnet18"])
+@pytest.mark.parametrize("name", [a for a in em.ARCHITECTURES if a.endswith("PR")])
 def test_eager_int8_quantization_prepares_and_converts(name):
     # The int8 CPU model of the original: static post-training quantization of the
     # encoder/decoders/semantic+centre heads (PDL) or the encoder (BiFPN); offsets and
@@ -250,7 +246,7 @@ def test_eager_int8_quantization_prepares_and_converts(name):
     assert type(model.semantic_pr.point_head.predictor) is nn.Conv1d  # float
     conv1 = model.encoder.layer1[0].conv1
     assert "quantized" in type(conv1).__module__
-    if name.startswith("pdl"):
+    if "DeepLab" in name:
         assert isinstance(model.semantic_head.head[1], QuantizedConv2d)
 
 

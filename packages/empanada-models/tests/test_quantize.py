@@ -12,10 +12,10 @@ from torch.ao.nn.quantized import Conv2d as QuantizedConv2d
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization.observer import ObserverBase
 
+import empanada_models as em
 import empanada_models as reg
 from empanada_core.testing import data_path
 from empanada_models import _quantize
-from empanada_models._builders import panoptic_bifpn_pr, panoptic_deeplab, panoptic_deeplab_pr
 from empanada_models._export import export_torchscript
 from empanada_models._quantize import (
     calibration_batches_from_images,
@@ -25,31 +25,26 @@ from empanada_models._quantize import (
 
 MEAN, STD = 0.57571, 0.12765  # MitoNet's norms
 
-BUILDERS = {
-    "pdl_pr_resnet18": (
-        lambda: panoptic_deeplab_pr(
-            encoder="resnet18",
-            decoder_channels=32,
-            low_level_stages=[1],
-            low_level_channels_project=[16],
-            ins_decoder=True,
-        ),
-        64,
-    ),
-    "bifpn_pr_resnet18": (
-        lambda: panoptic_bifpn_pr(encoder="resnet18", fpn_dim=32, fpn_layers=2, ins_decoder=True),
-        128,
-    ),
-    "pdl_regnety": (
-        lambda: panoptic_deeplab(
-            encoder="regnety_200mf",
-            decoder_channels=32,
-            low_level_stages=[1],
-            low_level_channels_project=[16],
-        ),
-        64,
-    ),
-}
+def small_model(arch, **overrides):
+    """A small model of a catalogue architecture (both families' keys; the other's ignored)."""
+    kwargs = {"encoder": "resnet18", "decoder_channels": 32, "low_level_stages": [1],
+              "low_level_channels_project": [16], "ins_decoder": True, "fpn_dim": 32,
+              "fpn_layers": 2, **overrides}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "ignoring MODEL keys", UserWarning)
+        return em.build_model(arch, **kwargs)
+
+
+def input_size(arch):
+    return 128 if "BiFPN" in arch else 64  # BiFPN pads to multiples of 128
+
+
+# A RegNet encoder for plain Panoptic-DeepLab, so both encoder families are quantized.
+VARIANTS = {"PanopticDeepLab": {"encoder": "regnety_200mf", "ins_decoder": False}}
+# Every architecture of the catalogue: a new one is tested without editing this file.
+BUILDERS = {arch: (lambda arch=arch: small_model(arch, **VARIANTS.get(arch, {})),
+                   input_size(arch))
+            for arch in em.ARCHITECTURES}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -124,7 +119,7 @@ def test_quantized_model_runs_scripts_and_keeps_the_contract(name):
         assert torch.isfinite(out[key]).all(), key
     quarter = run(int8, x, 1, False)
     assert quarter["offsets"].shape[-1] == size // 4
-    assert quarter["sem_logits"].shape[-1] == size // (2 if "_pr_" in name else 1)
+    assert quarter["sem_logits"].shape[-1] == size // (2 if name.endswith("PR") else 1)
     # scripting keeps forward(x, render_steps: int, interpolate_ins: bool)
     scripted = script(int8)
     schema = str(scripted.forward.schema)
@@ -141,7 +136,7 @@ def test_quantized_model_runs_scripts_and_keeps_the_contract(name):
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", ["pdl_pr_resnet18", "bifpn_pr_resnet18"])
+@pytest.mark.parametrize("name", ["PanopticDeepLabPR", "PanopticBiFPNPR"])
 def test_offsets_head_and_point_rend_stay_float(name):
     model, size = build(name)
     int8 = quantize_model(model, noise_batches(size, n=1))
@@ -151,7 +146,7 @@ def test_offsets_head_and_point_rend_stay_float(name):
     assert type(int8.semantic_pr.point_head.predictor) is nn.Conv1d
     assert is_quantized(int8.encoder.layer1[0].conv1)
     assert is_quantized(int8.quant)
-    if name.startswith("pdl"):
+    if "DeepLab" in name:
         assert isinstance(int8.semantic_head.head[1], QuantizedConv2d)
         assert isinstance(int8.ins_center.head[1], QuantizedConv2d)
         assert is_quantized(int8.semantic_decoder.aspp.project[0])
@@ -162,7 +157,7 @@ def test_offsets_head_and_point_rend_stay_float(name):
 
 
 def test_inplace_converts_the_model_itself():
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     int8 = quantize_model(model, noise_batches(size, n=1), inplace=True)
     assert int8 is model
     assert is_quantized(model.encoder.layer1[0].conv1)
@@ -171,7 +166,7 @@ def test_inplace_converts_the_model_itself():
 def test_generator_of_numpy_batches_and_already_fused_model():
     from empanada_models._export import fuse_model
 
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     fused = fuse_model(model)
     batches = (b.numpy() for b in noise_batches(size, n=2))
     int8 = quantize_model(fused, batches)
@@ -180,7 +175,7 @@ def test_generator_of_numpy_batches_and_already_fused_model():
 
 def test_qnnpack_backend():
     assert "qnnpack" in torch.backends.quantized.supported_engines
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     int8 = quantize_model(model, noise_batches(size), backend="qnnpack")
     assert torch.backends.quantized.engine == "qnnpack"
     out = run(int8, torch.randn(1, 1, size, size), 2, True)
@@ -194,7 +189,7 @@ def test_qnnpack_backend():
 
 
 def test_no_quantization_warnings_and_filters_unchanged():
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     filters = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -212,7 +207,7 @@ def test_no_quantization_warnings_and_filters_unchanged():
 
 
 def test_empty_calibration_is_refused_before_the_model_changes():
-    model, _ = build("pdl_pr_resnet18")
+    model, _ = build("PanopticDeepLabPR")
     with pytest.raises(ValueError, match="`calibration` yielded no batches"):
         quantize_model(model, [], inplace=True)
     with pytest.raises(ValueError, match="no batches"):
@@ -222,7 +217,7 @@ def test_empty_calibration_is_refused_before_the_model_changes():
 
 
 def test_unknown_or_unavailable_backend(monkeypatch):
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     with pytest.raises(ValueError, match=r"`backend` must be one of .*'qnnpack' for ARM"):
         quantize_model(model, noise_batches(size), backend="tensorrt")
     monkeypatch.setattr(_quantize, "_supported_engines", lambda: ["x86", "fbgemm"])
@@ -231,7 +226,7 @@ def test_unknown_or_unavailable_backend(monkeypatch):
 
 
 def test_bad_calibration_batches():
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     with pytest.raises(TypeError, match="iterable of"):
         quantize_model(model, torch.zeros(1, 1, size, size))
     with pytest.raises(TypeError, match="batch 0 must be a torch.Tensor"):
@@ -242,7 +237,7 @@ def test_bad_calibration_batches():
         quantize_model(model, [torch.zeros(1, size, size)])
     with pytest.raises(ValueError, match="calibration batch 1: input height and width must be"):
         quantize_model(model, [torch.zeros(1, 1, size, size), torch.zeros(1, 1, 66, 66)])
-    bifpn, _ = build("bifpn_pr_resnet18")
+    bifpn, _ = build("PanopticBiFPNPR")
     with pytest.raises(ValueError, match="batch 0: .*multiples of 128"):
         quantize_model(bifpn, [torch.zeros(1, 1, 64, 64)])
 
@@ -250,7 +245,7 @@ def test_bad_calibration_batches():
 def test_not_a_model_and_already_quantized():
     with pytest.raises(TypeError, match="built by empanada_models"):
         quantize_model(nn.Conv2d(1, 1, 1), noise_batches(8))
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     int8 = quantize_model(model, noise_batches(size, n=1))
     with pytest.raises(ValueError, match="already prepared for or converted to int8"):
         quantize_model(int8, noise_batches(size, n=1))
@@ -261,7 +256,7 @@ def test_not_a_model_and_already_quantized():
 
 
 def test_export_quantized_torchscript(tmp_path):
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     path = tmp_path / "tiny_quantized.pth"
     scripted = export_quantized_torchscript(model, path, noise_batches(size))
     assert [p.name for p in tmp_path.iterdir()] == ["tiny_quantized.pth"]  # no temporaries
@@ -281,7 +276,7 @@ def test_export_quantized_torchscript(tmp_path):
 
 def test_registered_quantized_pair_loads_the_int8_model(tmp_path, monkeypatch):
     monkeypatch.setenv("EMPANADA_HOME", str(tmp_path / "home"))
-    model, size = build("pdl_pr_resnet18")
+    model, size = build("PanopticDeepLabPR")
     float_file = tmp_path / "tiny.pth"
     int8_file = tmp_path / "tiny_quantized.pth"
     export_torchscript(model, float_file)
@@ -390,14 +385,7 @@ def realistic(name, images, masks, seed=0):
        (float) bilinear upsampling instead of adding noise of its own.
     """
     torch.manual_seed(seed)
-    factory = {
-        "pdl": lambda: panoptic_deeplab_pr(
-            encoder="resnet18", decoder_channels=32, low_level_stages=[1],
-            low_level_channels_project=[16], ins_decoder=True),
-        "bifpn": lambda: panoptic_bifpn_pr(encoder="resnet18", fpn_dim=32, fpn_layers=2,
-                                           ins_decoder=True),
-    }[name]
-    model = factory()
+    model = small_model({"pdl": "PanopticDeepLabPR", "bifpn": "PanopticBiFPNPR"}[name])
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         # the decoders' and heads' N(0, 0.001) init would leave their BatchNorm inputs

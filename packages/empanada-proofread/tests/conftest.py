@@ -102,7 +102,5 @@ def lucchi():
     from empanada_core.testing import data_path
 
     tifffile = pytest.importorskip("tifffile", reason="tifffile reads the Lucchi labels")
-    path = data_path("lucchi_epfl_hippocampus") / "mito_instances_3d.tif"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return tifffile.imread(path)
+    folder = data_path("lucchi_epfl_hippocampus", "mito_instances_3d.tif")
+    return tifffile.imread(folder / "mito_instances_3d.tif")

@@ -130,7 +130,7 @@ def test_missing_directories_and_files_exit_2(workdir, capsys):
     assert "nowhere" in err
     code, _, err = run(capsys, "train", "tiny.yaml")
     assert code == 2
-    assert "TRAIN.train_dir` is missing" in err
+    assert "--train-dir (TRAIN.train_dir in the config) is missing" in err
     code, _, err = run(capsys, "train", "missing.yaml", "--train-dir", ".")
     assert code == 2
     assert "training config not found" in err

@@ -81,13 +81,45 @@ def find_data_dir():
     return None
 
 
-def data_path(name):
-    """Folder of one real EM dataset, or skip the calling test with the reason."""
+def _in_ci():
+    """True under CI (``CI`` set to anything but empty, 0, false or no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def data_path(name, *files):
+    """Folder of one real EM dataset; skip the calling test only when the data is absent.
+
+    The one rule of every real-data test: a test skips (saying where it looked)
+    only when the data folder is truly absent, and never under CI (``CI=true``),
+    where ``../shared/data`` is provided: there a missing folder fails the test,
+    so a broken path cannot turn the golden tests into silent skips. A dataset
+    folder that exists but lacks one of ``files`` always fails.
+
+    Parameters
+    ----------
+    name : str
+        Dataset folder, e.g. ``"lucchi_epfl_hippocampus"``.
+    *files : str
+        Files the test needs inside it, e.g. ``"images.tif"``.
+
+    Returns
+    -------
+    pathlib.Path
+        The dataset folder.
+    """
+    import pytest
+
     base = find_data_dir()
     if base is None or not (base / name).is_dir():
-        import pytest
-
-        pytest.skip(
-            f"real EM data '{name}' not found: set {DATA_ENV} or place it in ../shared/data"
-        )
-    return base / name
+        looked = os.environ.get(DATA_ENV) or "../shared/data above the working directory"
+        reason = (f"real EM data '{name}' not found (looked in {looked}): set {DATA_ENV} or "
+                  f"place it in ../shared/data")
+        if _in_ci():
+            pytest.fail(f"{reason}; CI=true, where the data must be present", pytrace=False)
+        print(f"skipping: {reason}")
+        pytest.skip(reason)
+    folder = base / name
+    missing = [f for f in files if not (folder / f).exists()]
+    if missing:
+        pytest.fail(f"{folder} exists but lacks {', '.join(missing)}", pytrace=False)
+    return folder

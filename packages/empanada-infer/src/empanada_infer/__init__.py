@@ -17,7 +17,7 @@ __getattr__, __dir__, _public = lazy_loader.attach(
             "image_fingerprint", "batch_output_names",
         ],
         "_normalize": [
-            "intensity_range", "normalize",
+            "intensity_range", "normalize", "warn_if_narrow_dtype_range",
         ],
         "_writers": [
             "write_tiff", "create_output", "mark_done", "is_done", "done_keys",

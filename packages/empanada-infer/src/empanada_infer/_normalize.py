@@ -15,7 +15,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["intensity_range", "normalize"]
+__all__ = ["intensity_range", "normalize", "warn_if_narrow_dtype_range"]
 
 _MODES = ("auto", "dtype", "percentile")
 _RANGE_MODES = ("percentile", "dtype")
@@ -181,6 +181,73 @@ def intensity_range(image, *, mode="percentile", percentiles=(0.5, 99.5),
     if hi <= lo:
         lo, hi = float(values.min()), float(values.max())
     return lo, hi
+
+
+# Below this fraction of its dtype's range an image scaled by the dtype maximum looks
+# nearly black to a network (12-bit data in a 16-bit container: 1/16).
+_NARROW_FRACTION = 0.25
+
+
+def warn_if_narrow_dtype_range(image, *, mode="dtype", arg_name="image", max_samples=200_000):
+    """Warn when dtype normalisation would squeeze ``image`` into a dark band.
+
+    Scaling by the dtype maximum (the original's normalisation) suits images
+    that use their dtype's range. 12-bit data stored as uint16 uses 1/16 of it:
+    the network then sees a nearly black image and finds nothing, silently.
+
+    Parameters
+    ----------
+    image : (M, N) or (P, M, N) array-like
+        The image or volume (lazy arrays are sampled, not read whole).
+    mode : {'auto', 'dtype', 'percentile'}, optional
+        The normalisation that will be used; only dtype scaling (``'dtype'``,
+        or ``'auto'`` on uint8) is checked.
+    arg_name : str, optional
+        Name of the image in the message (e.g. its file).
+    max_samples : int, optional
+        Values sampled from a large image.
+
+    Returns
+    -------
+    message : str or None
+        The warning given, or None.
+
+    Warns
+    -----
+    UserWarning
+        If the image's largest sampled value is below a quarter of the dtype
+        maximum.
+
+    Examples
+    --------
+    >>> import numpy as np, warnings
+    >>> twelve_bit = np.arange(4096, dtype=np.uint16).reshape(64, 64)
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = warn_if_narrow_dtype_range(twelve_bit)
+    >>> "7% of the uint16 range" in str(caught[0].message)
+    True
+    """
+    dtype = _check_numeric_dtype(image.dtype, arg_name)
+    if not np.issubdtype(dtype, np.integer) or _resolve_mode(mode, dtype) != "dtype":
+        return None
+    values = _sample_values(image, max_samples, 0)
+    if values.size == 0:
+        return None
+    top = float(values.max())
+    limit = float(np.iinfo(dtype).max)
+    if top >= _NARROW_FRACTION * limit:
+        return None
+    import warnings
+
+    message = (
+        f"{arg_name} uses only {math.ceil(100 * max(top, 0) / limit)}% of the {dtype} range "
+        f"(largest value {top:g} of {limit:g}), so dtype normalisation shows the network a "
+        f"nearly black image and it may find nothing; use percentile normalisation "
+        f"(--normalize percentile, the default for {dtype})"
+    )
+    warnings.warn(message, UserWarning, stacklevel=2)
+    return message
 
 
 def _resolve_mode(mode, dtype):

@@ -129,9 +129,9 @@ def open_image(path, *, key=None, level=None):
             f"of 2D images. Supported: {_SUPPORTED}"
         )
     if key is not None or level not in (None, 0):
-        raise ValueError(
-            f"`key` and `level` apply only to zarr stores; {path.name} is a file"
-        )
+        given = "`key` and `level` apply" if key is not None and level not in (None, 0) \
+            else "`key` applies" if key is not None else "`level` applies"
+        raise ValueError(f"{given} only to zarr stores; {path.name} is a file")
     if name.endswith(_TIFF_SUFFIXES):
         opener, what = _open_tiff, "a TIFF file"
     elif name.endswith(".npy"):
@@ -493,7 +493,7 @@ def _is_in_memory(image):
     return isinstance(image, np.ndarray) and not isinstance(image, np.memmap)
 
 
-def check_image(image, *, ndim=(2, 3), arg_name="image"):
+def check_image(image, *, ndim=(2, 3), arg_name="image", check_values=True):
     """Check that an image or volume can be segmented, with errors that say what to do.
 
     Parameters
@@ -505,6 +505,10 @@ def check_image(image, *, ndim=(2, 3), arg_name="image"):
         Allowed numbers of dimensions.
     arg_name : str, optional
         Name used in messages.
+    check_values : bool, optional
+        Also check the values (NaN, infinity, constant). False checks only the
+        shape and dtype, for a stack of unrelated images whose slices are
+        checked one by one.
 
     Returns
     -------
@@ -575,6 +579,8 @@ def check_image(image, *, ndim=(2, 3), arg_name="image"):
             f"`{arg_name}` (shape {shape}) looks like a colour image stored channels-first: "
             f"its first three planes are identical. Use one plane, image[0], as a 2D image"
         )
+    if not check_values:
+        return image
     values = image if _is_in_memory(image) else _sample_values(image, 2_000_000, 0)
     lo, hi = values.min(), values.max()
     if values.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):

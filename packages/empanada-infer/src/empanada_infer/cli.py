@@ -57,6 +57,12 @@ def _fraction(text):
     return value
 
 
+def _help_formatter():
+    from empanada_models.cli import HelpFormatter
+
+    return HelpFormatter
+
+
 def register_segment(subparsers):
     """Add ``empanada segment`` to the ``empanada`` command."""
     p = subparsers.add_parser(
@@ -67,20 +73,22 @@ def register_segment(subparsers):
             "image: ids are class_id * max_objects + instance (e.g. 10001, 10002, ... "
             "for mitochondria with the default max objects)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_help_formatter(),
     )
-    p.add_argument("input", help="image or volume (.tif, .npy, .zarr, .ome.zarr) or a folder "
+    p.add_argument("input", help="image or volume (.tif, .npy, .zarr, .ome.zarr), or a folder "
                    "of 2D images (batch mode)")
     p.add_argument("-o", "--output", required=True,
-                   help="output .tif / .zarr / .ome.zarr (zarr runs can resume), or a folder "
-                   "in batch mode")
+                   help="output .tif / .zarr / .ome.zarr (zarr runs can resume); a folder for "
+                   "batch mode on a folder of images")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
                    help="registered model name or config .yaml (default: the registry default)")
     g.add_argument("--quantized", action="store_true", help="int8 model (CPU only)")
     g = p.add_argument_group("what to run")
     g.add_argument("--mode", choices=_MODES, default="auto",
-                   help="auto: 2d for 2D input, stack for 3D input, batch for a folder")
+                   help="auto: 2d for 2D input, stack for 3D input, batch for a folder; batch "
+                   "on a 3D input (multi-page TIFF, .npy, zarr) segments each slice as an "
+                   "unrelated 2D image into a label stack")
     g.add_argument("--plane", choices=("xy", "xz", "yz"), default="xy",
                    help="slicing plane of stack mode")
     g.add_argument("--key", default=None, help="array inside a zarr group")
@@ -125,8 +133,7 @@ def register_segment(subparsers):
     g.add_argument("--batch-size", type=_positive_int, default=1, help="slices per forward")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                    help="run the network in the contiguous memory format (the original's) "
-                   "instead of channels-last, which is faster on CPUs and GPUs; channels-last "
-                   "unless given: %(default)s")
+                   "instead of channels-last, which is faster on CPUs and GPUs")
     g.add_argument("--normalize", choices=("auto", "percentile", "dtype"), default="auto",
                    help="auto: divide uint8 by 255 as the original, percentile-rescale others")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -137,15 +144,16 @@ def register_segment(subparsers):
     g.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="segment block by block on a running Dask scheduler")
     g.add_argument("--block-size", type=_triple_arg, default=None, metavar="Z,Y,X",
-                   help="core block of --workers/--scheduler runs, Z,Y,X or N; None: 64 "
-                   "slices of 512 x 512 for stack, 128^3 for ortho")
+                   help="core block of --workers/--scheduler runs, Z,Y,X or N (default: 64 "
+                   "slices of 512 x 512 for stack, 128^3 for ortho)")
     g.add_argument("--halo", type=_triple_arg, default=None, metavar="Z,Y,X",
-                   help="context around each block, Z,Y,X or N; None: 32 in-plane, half the "
-                   "median window + 2 along the stack")
+                   help="context around each block, Z,Y,X or N (default: 32 in-plane, half "
+                   "the median window + 2 along the stack)")
     g = p.add_argument_group("reporting")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     g.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=run_segment)
+    p.set_defaults(func=run_segment, cli_aliases={
+        "label_divisor": "--max-objects", "model_quantized": "model_quantized in its config"})
 
 
 def register_evaluate(subparsers):
@@ -157,7 +165,7 @@ def register_evaluate(subparsers):
                     "truth) are paired by file name ('img.tif' with 'img.tif' or "
                     "'img_labels.tif'), each pair is scored as a 2D image and the counts are "
                     "pooled over all pairs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_help_formatter(),
     )
     p.add_argument("pred", help="predicted labels (.tif, .npy, .zarr), or a folder of 2D label "
                                 "images")
@@ -171,7 +179,8 @@ def register_evaluate(subparsers):
     p.add_argument("--pred-key", default=None, help="array inside a zarr group (pred)")
     p.add_argument("--gt-key", default=None, help="array inside a zarr group (gt)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=run_evaluate)
+    p.set_defaults(func=run_evaluate, cli_aliases={"key": "--pred-key/--gt-key",
+                                                   "per_slice": "--per-slice"})
 
 
 # ------------------------------------------------------------------------ segment
@@ -265,7 +274,14 @@ def _check_output(path, mode, overwrite, source):
         )
     if mode == "batch":
         if path.exists() and not path.is_dir():
-            raise ValueError(f"batch mode writes one file per image: {path} must be a folder")
+            raise ValueError(f"batch mode on a folder writes one file per image: -o {path} "
+                             "must be a folder")
+        if _is_zarr(path) or str(path).lower().endswith(_TIFF_SUFFIXES):
+            raise ValueError(
+                f"batch mode on a folder writes one label file per image (the images may "
+                f"differ in shape), so -o must name a folder, not {path.name}; to get one "
+                f"label stack, give a multi-page TIFF (or a 3D .npy / zarr) as input"
+            )
         _check_writable(path)
         return
     if not (_is_zarr(path) or str(path).lower().endswith(_TIFF_SUFFIXES)):
@@ -273,6 +289,94 @@ def _check_output(path, mode, overwrite, source):
     if path.exists() and not overwrite and not _is_zarr(path):
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     _check_writable(path)
+
+
+# Flags that only some modes read: (dest, the modes that read it).
+_MODE_FLAGS = (
+    ("plane", ("stack",)),
+    ("median_size", ("stack", "ortho")),
+    ("min_size", ("stack", "ortho")),
+    ("min_extent", ("stack", "ortho")),
+    ("vote_thr", ("ortho",)),
+    ("allow_one_view", ("ortho",)),
+    ("return_stacks", ("ortho",)),
+    ("tile_size", ("2d", "batch", "batch-stack")),
+)
+_MODE_NAMES = {"2d": "2d", "batch": "batch", "batch-stack": "batch", "stack": "stack",
+               "ortho": "ortho"}
+
+
+def _given(args, dest):
+    """The flag's value if it differs from its default, else None."""
+    parser = getattr(args, "cli_parser", None)
+    default = parser.get_default(dest) if parser is not None else None
+    value = getattr(args, dest, default)
+    return None if value == default else value
+
+
+def _flag(dest):
+    return "--" + dest.replace("_", "-")
+
+
+def _check_mode_flags(args, mode):
+    """Refuse flags the chosen mode would silently ignore, or warn about them.
+
+    Flags of another mode are an error when ``--mode`` was given, a warning when
+    the input chose the mode (``--mode auto``: one command line may serve 2D and
+    3D inputs). The check compares with the parser's defaults, so it runs only
+    for the ``empanada`` command (where the namespace knows its parser).
+    """
+    if getattr(args, "cli_parser", None) is None:
+        return
+    unused = [dest for dest, modes in _MODE_FLAGS
+              if mode not in modes and _given(args, dest) is not None]
+    if unused:
+        modes = dict(_MODE_FLAGS)
+        which = "; ".join(
+            f"{_flag(d)}: {' and '.join(m for m in modes[d] if m != 'batch-stack')} mode"
+            for d in unused)
+        text = (f"{', '.join(_flag(d) for d in unused)} not used in {_MODE_NAMES[mode]} "
+                f"mode ({which})")
+        if args.mode != "auto":  # the mode was chosen: the flags are a mistake
+            raise ValueError(f"{text}; drop {'it' if len(unused) == 1 else 'them'} or "
+                             "choose the mode that reads it with --mode")
+        import warnings  # the input chose the mode: one command line for mixed inputs
+
+        warnings.warn(f"{text}; ignored for this input", UserWarning, stacklevel=2)
+    if args.gpus > 1:
+        if mode not in ("stack", "ortho"):
+            raise ValueError(f"--gpus {args.gpus} splits 3D volumes (stack or ortho mode); "
+                             f"got {_MODE_NAMES[mode]} mode")
+        _check_gpus(args)
+    if (args.block_size is not None or args.halo is not None) and \
+            args.workers is None and args.scheduler is None:
+        raise ValueError("--block-size and --halo apply to blockwise runs; add --workers N "
+                         "or --scheduler ADDRESS, or drop them")
+    if args.batch_size > 1 and mode in ("2d", "batch", "batch-stack"):
+        import warnings
+
+        warnings.warn(f"--batch-size {args.batch_size} is not used in "
+                      f"{_MODE_NAMES[mode]} mode (2D images run one at a time)", UserWarning,
+                      stacklevel=2)
+
+
+def _check_gpus(args):
+    """``--gpus N`` needs N CUDA devices; on the CPU it only runs N processes."""
+    device = str(args.device)
+    if device.startswith("cpu"):
+        import warnings
+
+        warnings.warn(f"--gpus {args.gpus} with --device cpu runs {args.gpus} CPU processes "
+                      "that share this machine's cores (no faster than one, usually)",
+                      UserWarning, stacklevel=3)
+        return
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available < args.gpus:
+        found = f"only {available} CUDA GPU(s) found" if available else "no CUDA GPU found"
+        raise ValueError(f"--gpus {args.gpus}: {found}; use --gpus {max(available, 1)}"
+                         f"{'' if available else ', or --device cpu to split the work over CPU processes anyway'}")
 
 
 def _run_params_record(args, config, image):
@@ -318,9 +422,10 @@ def run_segment(args):
         else:
             image = open_image(source, key=args.key, level=args.level)
             mode = "2d" if image.ndim == 2 else "stack"
-    if mode == "batch" and not source.is_dir():
-        raise ValueError(f"batch mode needs a folder of 2D images; {source} is not a folder")
+    if mode == "batch" and not (source.is_dir() and not _is_zarr(source)):
+        mode = "batch-stack"  # a 3D array of unrelated 2D images
     _check_output(out_path, mode, args.overwrite, source)
+    _check_mode_flags(args, mode)
     with output_lock(out_path):
         return _segment_locked(args, source, out_path, mode, image, params, start)
 
@@ -328,12 +433,14 @@ def run_segment(args):
 def _segment_locked(args, source, out_path, mode, image, params, start):
     from empanada_models import resolve_model_config
 
+    from ._normalize import warn_if_narrow_dtype_range
     from ._readers import check_image, open_image
     from ._segmenter import Segmenter
     from ._writers import create_output, is_complete, mark_complete, write_tiff
 
     if args.gpus > 1 and mode not in ("stack", "ortho"):
-        raise ValueError(f"--gpus > 1 splits 3D volumes (stack or ortho mode); got mode {mode}")
+        raise ValueError(f"--gpus {args.gpus} splits 3D volumes (stack or ortho mode); got "
+                         f"{_MODE_NAMES.get(mode, mode)} mode")
 
     config = resolve_model_config(args.model)
     class_names = dict(config.class_names)
@@ -345,12 +452,18 @@ def _segment_locked(args, source, out_path, mode, image, params, start):
     if mode != "batch":
         if image is None:
             image = open_image(source, key=args.key, level=args.level)
-        image = check_image(image, ndim=2 if mode == "2d" else 3, arg_name=str(source))
+        if mode == "batch-stack" and image.ndim == 2:
+            image = image[None]  # one image: a stack of one
+        # a stack of unrelated images: each slice's values are checked on its own
+        image = check_image(image, ndim=2 if mode == "2d" else 3, arg_name=str(source),
+                            check_values=mode != "batch-stack")
+        warn_if_narrow_dtype_range(image, mode=args.normalize, arg_name=str(source))
         if _is_zarr(out_path):
             record = _run_params_record(args, config, image)
             out = create_output(out_path, image.shape, np.uint32, overwrite=args.overwrite,
                                 resume=not args.overwrite, params=record,
-                                slice_axis=_AXES[args.plane] if mode == "stack" else None)
+                                slice_axis=(_AXES[args.plane] if mode == "stack" else
+                                            0 if mode == "batch-stack" else None))
             if is_complete(out):
                 # a finished run: report it without loading the model
                 _report(args, source, str(out_path), mode, config.name,
@@ -365,10 +478,15 @@ def _segment_locked(args, source, out_path, mode, image, params, start):
     seg.source = source
     written = []
     bar = _Bar(args.quiet, desc=f"{mode} {args.plane if mode == 'stack' else ''}".strip())
+    failed = []
     try:
         if mode == "batch":
             counts, failed = _run_batch(seg, source, out_path, args, config, class_names,
                                         written, bar)
+        elif mode == "batch-stack":
+            counts, failed = _run_batch_stack(seg, image, out, out_path, args, class_names,
+                                              bar)
+            written.append(str(out_path))
         else:
             if out is not None:
                 labels = _segment_into(seg, image, mode, args, out, bar, out_path, checkpoints)
@@ -384,15 +502,60 @@ def _segment_locked(args, source, out_path, mode, image, params, start):
         bar.close()
 
     output = written if mode == "batch" else written[0]
-    _report(args, source, output, mode, config.name, counts, time.perf_counter() - start,
-            shown=out_path if mode == "batch" else output)
-    if mode == "batch" and failed:
-        shown = "; ".join(f"{name}: {reason}" for name, reason in failed[:10])
+    shown_mode = "batch" if mode == "batch-stack" else mode
+    _report(args, source, output, shown_mode, config.name, counts,
+            time.perf_counter() - start, shown=out_path if mode == "batch" else output)
+    if failed:
+        from empanada_models.cli import cli_message
+
+        parser, aliases = getattr(args, "cli_parser", None), getattr(args, "cli_aliases", None)
+        shown = "; ".join(f"{name}: {cli_message(reason, parser, aliases)}"
+                          for name, reason in failed[:10])
         more = f"; and {len(failed) - 10} more" if len(failed) > 10 else ""
-        print(f"empanada: error: {len(failed)} image(s) of {source} could not be segmented "
-              f"and were skipped: {shown}{more}", file=sys.stderr)
+        what = "image(s)" if mode == "batch" else "slice(s)"
+        left = " (left empty in the output)" if mode == "batch-stack" else ""
+        print(f"empanada: error: {len(failed)} {what} of {source} could not be segmented "
+              f"and were skipped{left}: {shown}{more}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run_batch_stack(seg, image, out, out_path, args, class_names, bar):
+    """Batch mode on a 3D array: each slice is an unrelated 2D image (the spec's 2D batch).
+
+    Ids restart in every slice. A zarr output records each finished slice, so an
+    interrupted run resumes; a slice that cannot be segmented is reported, left
+    empty and the others are still written.
+    """
+    from ._writers import is_done, mark_done, write_tiff
+
+    div = seg.params.label_divisor
+    n = image.shape[0]
+    labels = out if out is not None else np.zeros(image.shape, np.uint32)
+    totals = dict.fromkeys(class_names.values(), 0)
+    failed = []
+    for z in range(n):
+        if out is not None and is_done(out, z):
+            result = np.asarray(out[z])
+        else:
+            try:
+                result = seg.segment_image(np.asarray(image[z]))
+            except (ValueError, TypeError) as err:
+                failed.append((f"slice {z}", str(err)))
+                continue
+            labels[z] = result
+            if out is not None:
+                mark_done(out, z)
+        for k, v in _summary(result, div, class_names).items():
+            totals[k] += v
+        bar(z + 1, n)
+    if out is None:
+        write_tiff(out_path, labels, overwrite=args.overwrite)
+    elif not failed:
+        from ._writers import mark_complete
+
+        mark_complete(out)
+    return totals, failed
 
 
 _BATCH_RECORD = ".empanada-batch.json"
@@ -407,6 +570,7 @@ def _run_batch(seg, source, out_path, args, config, class_names, written, bar):
     skipped, results of changed inputs are redone, and a file the record does not
     know (another run's, someone's) is replaced only with --overwrite.
     """
+    from ._normalize import warn_if_narrow_dtype_range
     from ._readers import (
         _list_batch,
         batch_output_names,
@@ -429,6 +593,7 @@ def _run_batch(seg, source, out_path, args, config, class_names, written, bar):
     for path, target in zip(files, targets):
         try:
             image = check_image(open_image(path), ndim=2, arg_name=str(path))
+            warn_if_narrow_dtype_range(image, mode=args.normalize, arg_name=path.name)
             fingerprint = image_fingerprint(image, path)
         except (ValueError, TypeError, OSError) as err:
             failed.append((path.name, str(err)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import textwrap
 import warnings
@@ -35,7 +36,7 @@ from ._registry import (
     register_model,
 )
 
-__all__ = ["COMMAND_GROUP", "build_parser", "main", "register_models_commands"]
+__all__ = ["COMMAND_GROUP", "HelpFormatter", "build_parser", "cli_message", "main", "register_models_commands"]
 
 #: Entry-point group scanned for extra sub-commands.
 COMMAND_GROUP = "empanada.commands"
@@ -43,6 +44,21 @@ COMMAND_GROUP = "empanada.commands"
 _USAGE_ERRORS = (ConfigError, BundleError, ModelNotFoundError, ModelExistsError,
                  FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
                  ValueError, TypeError)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` only where it says something.
+
+    Not for flags without a value (``store_true``), defaults of None (the help
+    says what happens instead) or help that already names its default.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0
+                or "default" in text.lower() or "%(default)" in text):
+            return text
+        return super()._get_help_string(action)
 
 
 def _command_entry_points():
@@ -244,7 +260,81 @@ def build_parser() -> argparse.ArgumentParser:
         except Exception as exc:  # a broken plugin must not break the other commands
             print(f"empanada: warning: skipped command group {ep.name!r} ({ep.value}): "
                   f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    _remember_parsers(parser)
     return parser
+
+
+def _remember_parsers(parser):
+    """Let each (sub-)command's namespace know its parser, to word errors in its flags."""
+    parser.set_defaults(cli_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _remember_parsers(sub)
+
+
+# Library messages name Python arguments (``overwrite=True``, ```label_divisor```); a
+# command-line user typed flags. These phrases have a flag of their own or none.
+_PHRASES = (
+    # "pass overwrite=True (--overwrite)" and "(overwrite=True, --force)": the flag only
+    (re.compile(r"\b\w+=True \((--[\w-]+)\)"), r"\1"),
+    (re.compile(r"\b\w+=['\"]?([^\s,()'\"]+)['\"]? \((--[\w-]+)\)"), r"\2 \1"),
+    (re.compile(r"\(\w+=True, (--[\w-]+)\)"), r"(\1)"),
+    (re.compile(r" \(the 'max objects per class'\)"), ""),
+    (re.compile(r" or pass on_overflow='drop' to keep only the largest"), ""),
+    (re.compile(r"more than label_divisor - 1 = (\d+)"), r"more than \1 (`label_divisor` - 1)"),
+    (re.compile(r"got device=(['\"]?)([^'\"\s.]+)\1\. Use quantized=False on \w+"),
+     r"got --device \2; leave out --quantized"),
+    (re.compile(r"use quantized=False"), "leave out --quantized"),
+)
+
+
+def _flag_names(parser):
+    """``{python name: flag as typed}`` for the options and positionals of ``parser``."""
+    names = {}
+    for action in parser._actions:
+        if action.dest in (argparse.SUPPRESS, "help", "cli_parser"):
+            continue
+        if action.option_strings:
+            names[action.dest] = max(action.option_strings, key=len)
+        elif not isinstance(action, argparse._SubParsersAction):
+            names[action.dest] = action.metavar or action.dest.upper()
+    return names
+
+
+def cli_message(text, parser=None, aliases=None):
+    """Reword a library error in the flags of a command (``--overwrite``, ``--key``).
+
+    Parameters
+    ----------
+    text : str
+        The message of the exception.
+    parser : argparse.ArgumentParser, optional
+        The (sub-)command that ran: its options name the Python arguments.
+    aliases : dict, optional
+        Python argument (or config key) names whose flag has another name, e.g.
+        ``{"label_divisor": "--max-objects"}``; a value that is not a flag
+        replaces the backquoted name as it is.
+
+    Returns
+    -------
+    str
+    """
+    for pattern, replacement in _PHRASES:
+        text = pattern.sub(replacement, text)
+    names = _flag_names(parser) if parser is not None else {}
+    names.update(aliases or {})
+    for name, flag in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        if not flag.startswith("-"):
+            text = text.replace(f"`{name}`", flag)
+            continue
+        word = rf"(?<![\w.-]){re.escape(name)}"
+        text = re.sub(rf"{word}=True\b", flag, text)
+        text = re.sub(rf"{word}=False\b", f"no {flag}", text)
+        text = re.sub(rf"{word}=(['\"]?)([^\s,;)'\"]*)\1",
+                      lambda m, f=flag: f"{f} {m.group(2)}".rstrip(), text)
+        text = text.replace(f"`{name}`", flag)
+    return text
 
 
 def main(argv=None) -> int:
@@ -266,20 +356,21 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # argparse: --help, --version or a usage error
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     with warnings.catch_warnings():
-        warnings.showwarning = _one_line_warning()
+        warnings.showwarning = _one_line_warning(args)
         return _run(args)
 
 
-def _one_line_warning():
+def _one_line_warning(args=None):
     """A ``warnings.showwarning`` that prints each message once, on one line.
 
     Python's default prints the warning's source file and line, once per place
-    it is raised from; a command-line user wants the message only.
+    it is raised from; a command-line user wants the message only, in the flags
+    of the command.
     """
     seen = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message)
+        text = str(message) if args is None else _worded(message, args)
         if text not in seen:
             seen.add(text)
             print(f"empanada: warning: {text}", file=sys.stderr)
@@ -294,11 +385,16 @@ def _run(args):
         print("empanada: interrupted", file=sys.stderr)
         return 130
     except _USAGE_ERRORS as exc:
-        print(f"empanada: error: {exc}", file=sys.stderr)
+        print(f"empanada: error: {_worded(exc, args)}", file=sys.stderr)
         return 2
     except Exception as exc:
-        print(f"empanada: error: {exc}", file=sys.stderr)
+        print(f"empanada: error: {_worded(exc, args)}", file=sys.stderr)
         return 1
+
+
+def _worded(exc, args):
+    return cli_message(str(exc), getattr(args, "cli_parser", None),
+                       getattr(args, "cli_aliases", None))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -154,7 +154,23 @@ class _StopOnInterrupt:
         return self.requested
 
 
+def _warn_if_useless(result):
+    """A registered model whose validation PQ is 0 segments nothing useful: say so."""
+    metrics = result.metrics or {}
+    if result.registered is None or metrics.get("pq") is None or metrics["pq"] > 0:
+        return None
+    import warnings
+
+    text = (f"{result.model_name!r} scored PQ 0 on its validation data after "
+            f"{result.iterations} iterations; it is registered, but will likely find "
+            f"nothing: train longer (--iterations), check the labels, or remove it from "
+            f"the registry")
+    warnings.warn(text, UserWarning, stacklevel=2)
+    return text
+
+
 def _report(result, args):
+    warning = _warn_if_useless(result)
     summary = {
         "model_name": result.model_name,
         "model_dir": str(result.model_dir),
@@ -173,7 +189,7 @@ def _report(result, args):
         "registered": None if result.registered is None else result.registered.name,
         "stopped": result.stopped,
         "seconds": round(result.seconds, 2),
-        "notes": list(result.notes),
+        "notes": list(result.notes) + ([warning] if warning else []),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -201,6 +217,24 @@ def _report(result, args):
 
 
 # -------------------------------------------------------------------------- train
+
+
+# Config keys that errors name, and the flags that set them.
+_CONFIG_FLAGS = {
+    "model_name": "--name", "description": "--description", "TRAIN.train_dir": "--train-dir",
+    "EVAL.eval_dir": "--eval-dir", "TRAIN.model_dir": "--model-dir",
+    "TRAIN.iterations": "--iterations", "TRAIN.batch_size": "--batch-size",
+    "TRAIN.patch_size": "--patch-size", "TRAIN.schedule_params.max_lr": "--lr",
+    "DATASET.label_divisor": "--label-divisor", "MODEL.arch": "--arch",
+    "MODEL.encoder": "--encoder", "TRAIN.encoder_pretraining": "--pretrained",
+    "TRAIN.finetune_layer": "--layers", "finetunable_layers": "--layers",
+    "TRAIN.device": "--device", "TRAIN.workers": "--workers", "TRAIN.seed": "--seed",
+    "TRAIN.amp": "--amp", "TRAIN.quantize": "--quantize",
+}
+_CLI_ALIASES = {key: f"{flag} ({key} in the config)" if "." in key or key == "model_name"
+                else flag for key, flag in _CONFIG_FLAGS.items()}
+_PICK_ALIASES = {"n_patches": "--n", "patch_size": "--size", "pick_all_points": "--all-points",
+                 "labels_key": "--labels-key"}
 
 
 def _set_threads(args):
@@ -336,7 +370,7 @@ def register_train(subparsers):
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 mixed precision on GPUs (default on)")
     _common_run_options(p)
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=_cmd_train, cli_aliases=_CLI_ALIASES)
 
 
 # ----------------------------------------------------------------------- finetune
@@ -410,7 +444,7 @@ def register_finetune(subparsers):
     g.add_argument("--lr", type=_positive_float, metavar="F",
                    help="peak learning rate of the one-cycle schedule (default 0.003)")
     _common_run_options(p)
-    p.set_defaults(func=_cmd_finetune)
+    p.set_defaults(func=_cmd_finetune, cli_aliases=_CLI_ALIASES)
 
 
 # ------------------------------------------------------------------------ patches
@@ -428,7 +462,8 @@ def _cmd_pick(args):
     try:
         patches = pick_patches_from_file(
             image, labels=args.labels, points=args.points, key=args.key,
-            labels_key=args.labels_key, source=args.source, patch_size=args.size,
+            labels_key=args.labels_key, source=_source_name(image, args.source),
+            patch_size=args.size,
             n_patches=args.n, pick_all_points=args.all_points, mode=args.mode,
             isotropic=args.isotropic, level=args.level, seed=args.seed,
         )
@@ -464,6 +499,31 @@ def _cmd_pick(args):
         print(f"annotate them and save each mask as {out / 'masks'}/<same name>.tiff, then run "
               f"`empanada patches store {out} DATASET_DIR NAME`")
     return 0
+
+
+# File stems that name what a file holds, not where it comes from: datasets are often
+# folders of images.tif / labels.tif (as the shared EM data sets are).
+_GENERIC_STEMS = frozenset({"image", "images", "raw", "volume", "data", "stack", "masks",
+                            "labels"})
+
+
+def _source_name(image, given):
+    """Source name of picked patches: ``--source``, the file's stem, or its folder's name.
+
+    A generic stem (``images.tif``) would give every dataset the same source, and a
+    source named ``images`` or ``masks`` nests folders of those names in the stored
+    dataset (``NAME/images/images/...``): the folder name says where it comes from.
+    """
+    if given is not None:
+        return given
+    stem = image.name.split(".")[0] if not image.name.startswith(".") else image.name
+    if stem.lower() in _GENERIC_STEMS:
+        folder = image.expanduser().absolute().parent.name
+        if folder:
+            import re
+
+            return re.sub(r"[^A-Za-z0-9_.-]+", "_", folder).lstrip(".") or None
+    return None
 
 
 def _patch_from_file(path, masks_dir, source):
@@ -569,10 +629,11 @@ def register_patches(subparsers):
                    help="label image of the same shape: also write its crops (paired patches)")
     q.add_argument("--key", help="array inside a zarr group")
     q.add_argument("--labels-key", help="array of --labels inside a zarr group")
-    q.add_argument("--source", help="source name (default: the image file name)")
+    q.add_argument("--source", help="source name (default: the image file name, or its "
+                   "folder's name for generic names such as images.tif)")
     q.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     q.add_argument("--overwrite", action="store_true", help="replace existing patch files")
-    q.set_defaults(func=_cmd_pick)
+    q.set_defaults(func=_cmd_pick, cli_aliases=_PICK_ALIASES)
 
     q = sub.add_parser(
         "store", help="store annotated patches as a training dataset",
