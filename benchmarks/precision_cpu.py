@@ -81,7 +81,7 @@ def main(argv=None):
     import empanada_core as ec
     import empanada_infer as ei
     from empanada_core.testing import partition_disagreement
-    from empanada_infer._engine import cpu_has_bf16_matrix_units
+    from empanada_infer import cpu_has_bf16_matrix_units
 
     print(f"CPU flags: {cpu_flags()}; bf16 matrix units (auto -> bf16): "
           f"{cpu_has_bf16_matrix_units()}")

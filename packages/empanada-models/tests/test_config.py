@@ -259,6 +259,8 @@ def test_extra_must_not_repeat_schema_keys():
 def test_importing_config_does_not_import_torch():
     code = ("import sys, empanada_models; before = 'torch' in sys.modules; "
             "import empanada_models._config, empanada_models._registry, "
+            "empanada_models._catalogue, empanada_models._home, empanada_models._download, "
+            "empanada_models._info, empanada_models._torchscript, "
             "empanada_models._bundle, empanada_models.cli; "
             "print(before, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
