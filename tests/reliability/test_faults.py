@@ -57,6 +57,7 @@ def test_full_disk_during_a_tiff_write_keeps_the_previous_output(workdir, cli, s
     assert "Traceback" not in child.stderr
     assert (workdir / "out.tif").read_bytes() == b"previous result"
     assert [p.name for p in workdir.glob("*partial*")] == []
+    assert [p.name for p in workdir.glob(".*.tmp")] == []
 
 
 def _many_discs(depth=6, height=480, width=640, per_slice=60):

@@ -7,10 +7,10 @@ import pytest
 import tifffile
 import zarr
 
+from empanada_core import _readers
+from empanada_core._normalize import intensity_range
+from empanada_core._readers import check_image, iter_batch, open_batch, open_image
 from empanada_core.testing import data_path
-from empanada_infer import _readers
-from empanada_infer._normalize import intensity_range
-from empanada_infer._readers import check_image, iter_batch, open_batch, open_image
 
 
 def _volume(shape=(4, 32, 40), dtype=np.uint8, seed=0):
@@ -228,7 +228,7 @@ def _batch_folder(tmp_path):
 
 def test_open_batch_skips_junk_with_a_note(tmp_path, caplog):
     folder = _batch_folder(tmp_path)
-    with caplog.at_level(logging.INFO, logger="empanada_infer"):
+    with caplog.at_level(logging.INFO, logger="empanada_core"):
         images = open_batch(folder)
     assert [name for name, _ in images] == ["img1.tif", "img2.tif", "img10.tif"]
     np.testing.assert_array_equal(images[1][1], _volume((8, 9), seed=2))
@@ -279,7 +279,7 @@ def test_open_batch_logs_many_skipped_briefly(tmp_path, caplog):
     tifffile.imwrite(tmp_path / "img.tif", _volume((8, 9)))
     for i in range(25):
         (tmp_path / f"n{i}.txt").write_text("")
-    with caplog.at_level(logging.INFO, logger="empanada_infer"):
+    with caplog.at_level(logging.INFO, logger="empanada_core"):
         open_batch(tmp_path)
     assert "and 5 more" in caplog.text
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empanada_infer._normalize import intensity_range, normalize
+from empanada_core._normalize import intensity_range, normalize
 
 MEAN, STD = 0.57571, 0.12765  # MitoNet
 

@@ -7,8 +7,8 @@ import pytest
 import tifffile
 import zarr
 
+from empanada_core import open_image
 from empanada_infer import _writers
-from empanada_infer._readers import open_image
 from empanada_infer._writers import (
     PROGRESS_ATTR,
     create_output,

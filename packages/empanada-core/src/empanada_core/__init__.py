@@ -38,6 +38,13 @@ __getattr__, __dir__, _public = lazy_loader.attach(
             "contingency_table", "Contingency", "Matching", "match_instances",
             "instance_metrics", "panoptic_quality", "semantic_iou", "evaluate_segmentation",
         ],
+        "_readers": [
+            "open_image", "open_batch", "iter_batch", "list_batch", "check_image",
+            "UnreadableImageError", "image_fingerprint", "batch_output_names",
+        ],
+        "_normalize": [
+            "intensity_range", "normalize", "warn_if_narrow_dtype_range",
+        ],
         "_labels": [
             "relabel_sequential", "label_dtype", "label_ids", "connected_components_per_label",
             "fill_holes_per_label", "erode_labels", "dilate_labels", "split_panoptic",

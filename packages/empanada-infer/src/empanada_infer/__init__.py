@@ -12,11 +12,9 @@ __version__ = "0.1.0"
 __getattr__, __dir__, _public = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "_readers": [
-            "open_image", "open_batch", "iter_batch", "check_image", "UnreadableImageError",
-            "image_fingerprint", "batch_output_names",
-        ],
-        "_normalize": [
+        "_image_io": [  # defined in empanada_core, shared with training
+            "open_image", "open_batch", "iter_batch", "list_batch", "check_image",
+            "UnreadableImageError", "image_fingerprint", "batch_output_names",
             "intensity_range", "normalize", "warn_if_narrow_dtype_range",
         ],
         "_writers": [

@@ -311,7 +311,7 @@ def _worker_segmenter(job):
 def _worker_volume(job):
     kind, source = job["source"]
     if kind == "path":
-        from ._readers import open_image
+        from ._image_io import open_image
 
         path, key, level = source
         return _cached("volume", (job["token"], path, key, level),
@@ -632,7 +632,7 @@ def _fingerprint(kind, source, array):
 
 def _resolve_source(volume, key, level):
     """``(kind, source, array)``: how workers read ``volume``, and a client-side view of it."""
-    from ._readers import _as_path, open_image
+    from ._image_io import _as_path, open_image
 
     if isinstance(volume, (str, os.PathLike)):
         path = _as_path(volume)
@@ -761,9 +761,8 @@ def segment_blockwise(volume, out=None, *, model=None, params=None, mode="stack"
     """
     from empanada_models import resolve_model_config
 
-    from ._normalize import intensity_range
+    from ._image_io import check_image, intensity_range
     from ._params import InferenceCancelled, SegmentationParams
-    from ._readers import check_image
     from ._writers import create_output, is_complete, is_done, mark_complete, mark_done
 
     t_start = time.perf_counter()

@@ -36,7 +36,7 @@ def _worker(rank, world_size, job):
     import torch
     import torch.distributed as dist
 
-    from ._readers import open_image
+    from ._image_io import open_image
     from ._segmenter import Segmenter
 
     backend = job["backend"]
@@ -104,9 +104,8 @@ def segment_stack_distributed(volume, config, params, out=None, *, axis=0, world
 
     from empanada_models import resolve_model_config
 
-    from ._normalize import intensity_range
+    from ._image_io import intensity_range, open_image
     from ._params import _axis
-    from ._readers import open_image
     from ._segmenter import _check_image
 
     axis = _axis(axis)

@@ -22,8 +22,8 @@ import numpy as np
 import empanada_core as ec
 from empanada_models import resolve_model_config
 
+from ._image_io import intensity_range, normalize
 from ._jit_rewrite import _checked_matmul_rewrite
-from ._normalize import intensity_range, normalize
 from ._ortho import ortho_merge
 from ._params import (
     PLANES,
@@ -462,7 +462,7 @@ def _put(volume, i, axis, values):
 
 
 def _check_image(image, *, ndim):
-    from ._readers import check_image
+    from ._image_io import check_image
 
     return check_image(image, ndim=ndim)
 

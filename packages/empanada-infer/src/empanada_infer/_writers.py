@@ -16,12 +16,13 @@ import copy
 import json
 import numbers
 import os
-import secrets
 from bisect import bisect_right
 
 import numpy as np
 
-from ._readers import _as_path
+from empanada_core.io import atomic_path
+
+from ._image_io import _as_path
 
 __all__ = [
     "write_tiff",
@@ -81,10 +82,6 @@ def _as_labels(labels, arg_name="labels"):
 # --------------------------------------------------------------------------- TIFF
 
 
-def _partial_path(path):
-    return path.with_name(f"{path.name}.partial-{secrets.token_hex(4)}")
-
-
 def write_tiff(path, labels, *, overwrite=False, compression="zlib"):
     """Write a 2D or 3D label image to a TIFF file, atomically.
 
@@ -141,8 +138,7 @@ def write_tiff(path, labels, *, overwrite=False, compression="zlib"):
             f"{path} exists; pass overwrite=True (--overwrite) to replace it"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = _partial_path(path)
-    try:
+    with atomic_path(path) as partial:
         tifffile.imwrite(
             partial,
             labels,
@@ -151,10 +147,6 @@ def write_tiff(path, labels, *, overwrite=False, compression="zlib"):
             metadata={"axes": "ZYX"[-labels.ndim:]},
             bigtiff=labels.nbytes >= 2**31,
         )
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -388,7 +388,7 @@ def _run_params_record(args, config, image):
     """
     import empanada_models as em
 
-    from ._readers import image_fingerprint
+    from ._image_io import image_fingerprint
 
     keep = ("mode", "plane", "downsampling", "confidence_thr", "center_thr", "min_distance",
             "fine_boundaries", "semantic_only", "max_objects", "median_size", "min_size",
@@ -405,7 +405,7 @@ def _run_params_record(args, config, image):
 
 def run_segment(args):
     """Handler of ``empanada segment`` (returns the exit code)."""
-    from ._readers import open_image
+    from ._image_io import open_image
     from ._writers import output_lock
 
     start = time.perf_counter()
@@ -433,8 +433,7 @@ def run_segment(args):
 def _segment_locked(args, source, out_path, mode, image, params, start):
     from empanada_models import resolve_model_config
 
-    from ._normalize import warn_if_narrow_dtype_range
-    from ._readers import check_image, open_image
+    from ._image_io import check_image, open_image, warn_if_narrow_dtype_range
     from ._segmenter import Segmenter
     from ._writers import create_output, is_complete, mark_complete, write_tiff
 
@@ -570,17 +569,17 @@ def _run_batch(seg, source, out_path, args, config, class_names, written, bar):
     skipped, results of changed inputs are redone, and a file the record does not
     know (another run's, someone's) is replaced only with --overwrite.
     """
-    from ._normalize import warn_if_narrow_dtype_range
-    from ._readers import (
-        _list_batch,
+    from ._image_io import (
         batch_output_names,
         check_image,
         image_fingerprint,
+        list_batch,
         open_image,
+        warn_if_narrow_dtype_range,
     )
     from ._writers import write_tiff
 
-    files = _list_batch(source)
+    files = list_batch(source)
     targets = [out_path / t for t in batch_output_names([f.name for f in files])]
     settings = _run_params_record(args, config, None)
     record_path = out_path / _BATCH_RECORD
@@ -688,7 +687,7 @@ def _checkpoints(out_path, shape, mode, args, record):
 def _run_blockwise(args, source, out_path, mode, config, params, start):
     """``--workers`` / ``--scheduler``: blockwise inference on a Dask cluster."""
     from ._blockwise import connect_client, segment_blockwise
-    from ._readers import open_image
+    from ._image_io import open_image
 
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("give --workers (a local cluster) or --scheduler (a running one), "
@@ -798,7 +797,7 @@ def run_evaluate(args):
     """Handler of ``empanada evaluate`` (returns the exit code)."""
     import empanada_core as ec
 
-    from ._readers import open_image
+    from ._image_io import open_image
 
     folders = [Path(args.pred).is_dir() and not _is_zarr(Path(args.pred)),
                Path(args.gt).is_dir() and not _is_zarr(Path(args.gt))]
@@ -862,11 +861,11 @@ def _paired_label_folders(pred_dir, gt_dir):
     the ground truth ``<stem>.*``. Zero padding is background in both, so it
     changes no score.
     """
-    from ._readers import _list_batch, open_image
+    from ._image_io import list_batch, open_image
 
-    gt_files = {f.stem: f for f in _list_batch(gt_dir)}
+    gt_files = {f.stem: f for f in list_batch(gt_dir)}
     pairs, unmatched = [], []
-    for f in _list_batch(pred_dir):
+    for f in list_batch(pred_dir):
         stem = f.stem
         if stem not in gt_files and stem.endswith("_labels") and stem[:-7] in gt_files:
             stem = stem[:-7]

@@ -153,10 +153,10 @@ def source_files(layer, count):
     path = getattr(getattr(layer, "source", None), "path", None)
     if not path or not Path(path).is_dir():
         return None
-    from empanada_infer._readers import _list_batch
+    from empanada_core import list_batch
 
     try:
-        files = [f.name for f in _list_batch(Path(path))]
+        files = [f.name for f in list_batch(Path(path))]
     except (OSError, ValueError):
         return None
     return files if len(files) == count else None

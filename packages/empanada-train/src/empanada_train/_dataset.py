@@ -131,7 +131,7 @@ def _describe(item):
 
 def _read_2d(item, what):
     if isinstance(item, (str, os.PathLike)):
-        from empanada_infer import open_image
+        from empanada_core import open_image
 
         array = np.asarray(open_image(Path(os.fspath(item))))
         name = str(item)
@@ -193,8 +193,8 @@ def _check_norms(norms):
 
 
 def _scale01(image, mode):
-    """The image scaled to [0, 1] as float32, as inference does (empanada_infer.normalize)."""
-    from empanada_infer import normalize
+    """The image scaled to [0, 1] as float32, as inference does (empanada_core.normalize)."""
+    from empanada_core import normalize
 
     return normalize(image, mean=0.0, std=1.0, mode=mode)
 
@@ -207,7 +207,7 @@ def compute_norms(items, *, intensity_mode="auto"):
     items : sequence of (image, mask[, source]) or a dataset path
         As for the datasets (:func:`load_dataset` output).
     intensity_mode : {'auto', 'dtype', 'percentile'}, optional
-        How images are scaled to [0, 1] (see :func:`empanada_infer.normalize`).
+        How images are scaled to [0, 1] (see :func:`empanada_core.normalize`).
 
     Returns
     -------
@@ -295,7 +295,7 @@ class SingleClassInstanceDataset(_PatchDataset):
     norms : (float, float) or Norms, optional
         ``(mean, std)`` in [0, 1] units (default: MitoNet's).
     intensity_mode : {'auto', 'dtype', 'percentile'}, optional
-        Scaling to [0, 1] as :func:`empanada_infer.normalize`: uint8 by 255,
+        Scaling to [0, 1] as :func:`empanada_core.normalize`: uint8 by 255,
         other dtypes between their 0.5 and 99.5 percentiles (per image) in
         'auto' mode.
 

@@ -626,7 +626,7 @@ def _is_multiscale_zarr(path, key):
 
 def _open_levels(path, key, level):
     """The image at ``path`` as a pyramid list (OME-Zarr) or a single array."""
-    from empanada_infer import open_image
+    from empanada_core import open_image
 
     if level > 0 and path.is_dir() and _is_multiscale_zarr(path, key):
         return [open_image(path, key=key, level=i) for i in range(level + 1)]
@@ -662,7 +662,7 @@ def pick_patches_from_file(path, *, labels=None, points=None, key=None, labels_k
     Parameters
     ----------
     path : str or os.PathLike
-        Image to open with :func:`empanada_infer.open_image` (TIFF, npy, PNG,
+        Image to open with :func:`empanada_core.open_image` (TIFF, npy, PNG,
         zarr, OME-Zarr). With ``level > 0`` an OME-Zarr multiscale image is
         read at that level; other images are downsampled.
     labels : str or os.PathLike, optional

@@ -529,7 +529,7 @@ def _source_name(image, given):
 def _patch_from_file(path, masks_dir, source):
     import numpy as np
 
-    from empanada_infer import open_image
+    from empanada_core import open_image
 
     from ._patches import _NAME_RE, FLIPBOOK_MIDDLE, Patch, parse_patch_name
 

@@ -2,6 +2,10 @@
 
 Readers return array-likes (numpy memory maps, zarr arrays) without reading the
 data, so a large volume is read slice by slice during inference.
+
+They live in empanada-core because inference and training both read images:
+neither depends on the other for it. tifffile comes with scikit-image; zarr is
+needed only for zarr inputs (``empanada-core[zarr]``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from ._normalize import _check_numeric_dtype, _sample_values
 __all__ = ["open_image", "iter_batch", "open_batch", "check_image", "UnreadableImageError",
            "image_fingerprint", "batch_output_names"]
 
-logger = logging.getLogger("empanada_infer")
+logger = logging.getLogger("empanada_core")
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _PLAIN_2D_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -406,7 +410,7 @@ def iter_batch(folder):
     TypeError
         If an image is not 2D greyscale (colour, multipage), naming the file.
     """
-    files = _list_batch(folder)
+    files = list_batch(folder)
 
     def generate():
         for path in files:
@@ -417,7 +421,8 @@ def iter_batch(folder):
     return generate()
 
 
-def _list_batch(folder):
+def list_batch(folder):
+    """``[(name, path)]`` of the readable 2D images of a folder, in natural order."""
     folder = _as_path(folder, "folder")
     if not folder.exists():
         raise _missing(folder, "folder")
@@ -447,7 +452,7 @@ def open_batch(folder):
 
     Hidden files, folders, and files that are not images (``Thumbs.db``,
     ``.DS_Store``, ``desktop.ini``, text files, ...) are skipped; their names are
-    logged at INFO level on the ``empanada_infer`` logger.
+    logged at INFO level on the ``empanada_core`` logger.
 
     Parameters
     ----------

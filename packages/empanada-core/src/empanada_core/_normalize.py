@@ -15,6 +15,8 @@ import numbers
 
 import numpy as np
 
+from .validation import check_int
+
 __all__ = ["intensity_range", "normalize", "warn_if_narrow_dtype_range"]
 
 _MODES = ("auto", "dtype", "percentile")
@@ -84,14 +86,6 @@ def _check_percentiles(percentiles):
     if not 0 <= lo < hi <= 100:
         raise ValueError(f"`percentiles` must satisfy 0 <= low < high <= 100; got {percentiles!r}")
     return lo, hi
-
-
-def _check_int(value, arg_name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{arg_name}` must be an integer; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{arg_name}` must be >= {minimum}; got {value}")
-    return int(value)
 
 
 def _check_finite_values(values, arg_name):
@@ -168,7 +162,7 @@ def intensity_range(image, *, mode="percentile", percentiles=(0.5, 99.5),
             f"`image` must be a 2D image or a 3D volume; got shape {tuple(image.shape)}"
         )
     pct = _check_percentiles(percentiles)
-    max_samples = _check_int(max_samples, "max_samples")
+    max_samples = check_int(max_samples, "max_samples")
     if math.prod(image.shape) == 0:
         raise ValueError(f"`image` is empty (shape {tuple(image.shape)})")
     values = _sample_values(image, max_samples, seed)
