@@ -110,7 +110,7 @@ def test_write_tiff_failure_keeps_previous_file(tmp_path, monkeypatch):
     ("labels", "error", "match"),
     [
         (np.ones((4, 4), bool), TypeError, "boolean"),
-        (np.ones((4, 4), np.float32), TypeError, "integer label ids"),
+        (np.ones((4, 4), np.float32), TypeError, "must hold integer ids"),
         (np.ones((2, 2, 4, 4), np.uint32), TypeError, "2D or 3D"),
         (np.ones((0, 4), np.uint32), ValueError, "empty"),
         (np.array([[-1, 2]]), ValueError, "negative"),

@@ -97,7 +97,8 @@ def check_label_image(labels, arg_name="labels", ndim=None, check_negative=True)
         )
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(
-            f"`{arg_name}` must hold integer ids; got dtype {labels.dtype}"
+            f"`{arg_name}` must hold integer ids; got dtype {labels.dtype}. Round and cast "
+            f"label images explicitly (for example `.astype(np.uint32)`)"
         )
     if (check_negative and np.issubdtype(labels.dtype, np.signedinteger) and labels.size
             and labels.min() < 0):

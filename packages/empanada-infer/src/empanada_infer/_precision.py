@@ -6,18 +6,9 @@ __all__ = ["cpu_has_bf16_matrix_units"]
 
 
 def _resolve_device(device):
-    import torch
+    from empanada_models import resolve_device
 
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") \
-            from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device` {device!r} asked for a GPU, but torch sees no CUDA device")
-    return dev
+    return resolve_device(device)
 
 
 def cpu_has_bf16_matrix_units():

@@ -21,6 +21,7 @@ from bisect import bisect_right
 import numpy as np
 
 from empanada_core.io import atomic_path
+from empanada_core.validation import check_label_image
 
 from ._image_io import _as_path
 
@@ -54,17 +55,7 @@ def _label_dtype(max_id):
 
 def _as_labels(labels, arg_name="labels"):
     """``labels`` as an unsigned (uint32/uint64) ndarray, 2D or 3D, squeezing (1, M, N)."""
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        raise TypeError(
-            f"`{arg_name}` is boolean (a mask); label it first (skimage.measure.label) or "
-            f"store it as one label with `.astype(np.uint32)`"
-        )
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(
-            f"`{arg_name}` must hold integer label ids; got dtype {labels.dtype}. Round and "
-            f"cast label images explicitly (for example `.astype(np.uint32)`)"
-        )
+    labels = check_label_image(labels, arg_name, check_negative=False)
     if labels.ndim == 3 and labels.shape[0] == 1:
         labels = labels[0]
     if labels.ndim not in (2, 3):

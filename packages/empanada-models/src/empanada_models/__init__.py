@@ -50,6 +50,9 @@ __getattr__, __dir__, _public = lazy_loader.attach(
         "_info": [
             "model_info",
         ],
+        "_device": [
+            "resolve_device",
+        ],
         "_torchscript": [
             "quiet_torchscript", "save_torchscript",
         ],

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from empanada_core.validation import check_label_image
+
 from ._patches import FLIPBOOK_MIDDLE, Patch, _check_source_name
 
 __all__ = ["store_patches", "load_dataset"]
@@ -34,18 +36,8 @@ def _as_path(path, arg_name):
 
 def _mask_plane(patch, mask, index):
     """The mask of ``patch`` cropped to its valid region, validated, as uint32."""
-    mask = np.asarray(mask)
     what = f"mask {index} (for {patch.name})"
-    if mask.dtype == bool:
-        raise TypeError(
-            f"{what} is boolean; give each object its own id (`skimage.measure.label(mask)`), "
-            f"or use `mask.astype(np.uint32)` for a single object"
-        )
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise TypeError(
-            f"{what} has dtype {mask.dtype}; masks must hold integer ids (convert with "
-            f"`.astype(np.uint32)` if the values are whole numbers)"
-        )
+    mask = check_label_image(mask, what, check_negative=False)
     full = patch.image.shape
     plane = full[-2:]
     if mask.shape == full and patch.is_flipbook:

@@ -11,6 +11,8 @@ import numbers
 import numpy as np
 from scipy import ndimage as ndi
 
+from empanada_core.validation import check_label_image
+
 __all__ = ["heatmap_and_offsets", "gaussian_kernel_size"]
 
 
@@ -51,17 +53,7 @@ def _check_sigma(sigma):
 def _check_instance_mask(mask, arg_name="instance_mask"):
     if mask.ndim != 2:
         raise TypeError(f"`{arg_name}` must be a 2D label image; got shape {mask.shape}")
-    if mask.dtype == bool:
-        raise TypeError(
-            f"`{arg_name}` is boolean (a semantic mask); label its objects first with "
-            f"`skimage.measure.label(mask)`, or use `mask.astype(np.uint8)` for one object"
-        )
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise TypeError(
-            f"`{arg_name}` must hold integer instance ids; got dtype {mask.dtype}"
-        )
-    if mask.size and np.issubdtype(mask.dtype, np.signedinteger) and mask.min() < 0:
-        raise ValueError(f"`{arg_name}` has negative ids (min {mask.min()}); ids must be >= 0")
+    check_label_image(mask, arg_name)
 
 
 def heatmap_and_offsets(instance_mask, sigma=6):
