@@ -265,7 +265,7 @@ class Stages:
 
 def _ours_runner(spec, stages):
     import empanada_infer as ei
-    import empanada_infer._engine as engine_module
+    import empanada_infer._segmenter as engine_module  # where Segmenter looks up ortho_merge
     import empanada_models as em
 
     config = em.ModelConfig.from_yaml(spec["config"])

@@ -24,7 +24,7 @@ import time
 import torch
 
 from empanada_models import build_model, count_parameters, mitonet_v1
-from empanada_train._engine import make_optimizer
+from empanada_train._loop import make_optimizer
 from empanada_train._losses import PanopticLoss
 
 #: (row name, builder name, builder keyword arguments); the first row is the baseline.

@@ -8,7 +8,7 @@ import torch
 
 import empanada_models as em
 from empanada_train._config import FINETUNE_LAYERS, TrainConfigError
-from empanada_train._engine import set_trainable_layers
+from empanada_train._loop import set_trainable_layers
 from empanada_train._finetune import finetune, trainable_model
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
@@ -135,7 +135,7 @@ def test_finetunable_layers_freeze_what_they_name(encoder):
 
 
 def test_frozen_batchnorm_keeps_its_statistics():
-    from empanada_train._engine import train_mode
+    from empanada_train._loop import train_mode
 
     model = em.build_model("PanopticDeepLab", encoder="resnet18", stage4_stride=32,
                            decoder_channels=16, low_level_stages=[1],

@@ -14,7 +14,7 @@ from empanada_train._config import (
     merge_configs,
     parse_label_spec,
 )
-from empanada_train._engine import load_checkpoint, write_log_csv, write_log_plot
+from empanada_train._loop import load_checkpoint, write_log_csv, write_log_plot
 from empanada_train._patches import pick_patches_from_file
 from empanada_train._store import store_patches
 from empanada_train._train import load_pretraining, resolve_classes, train

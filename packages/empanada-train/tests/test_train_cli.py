@@ -227,7 +227,7 @@ def test_train_from_a_label_spec_and_resume(workdir, capsys):
 
 _KILLED_TRAINING = """
 import os, signal, sys
-import empanada_train._engine as engine
+import empanada_train._loop as engine
 from empanada_models.cli import main
 
 real, saved = engine.atomic_torch_save, []
@@ -250,7 +250,7 @@ def test_training_killed_mid_run_resumes_from_a_whole_checkpoint(workdir, capsys
     import subprocess
     import sys
 
-    from empanada_train._engine import load_checkpoint
+    from empanada_train._loop import load_checkpoint
 
     data = pick_and_store(capsys, n=4)
     (workdir / "every.yaml").write_text(yaml.safe_dump(

@@ -43,7 +43,7 @@ __getattr__, __dir__, _public = lazy_loader.attach(
         "_finetune": [
             "finetune", "trainable_model",
         ],
-        "_engine": [
+        "_loop": [
             "TrainResult", "set_trainable_layers", "load_checkpoint",
         ],
     },

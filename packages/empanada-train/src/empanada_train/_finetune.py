@@ -26,7 +26,7 @@ from ._config import (
     check_model_name,
     merge_configs,
 )
-from ._engine import (
+from ._loop import (
     set_trainable_layers,
     timer,
 )

@@ -24,7 +24,7 @@ from ._config import (
     TrainConfigError,
     check_model_name,
 )
-from ._engine import (
+from ._loop import (
     LoopSpec,
     TrainResult,
     finish_logs,
