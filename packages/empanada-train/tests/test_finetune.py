@@ -8,8 +8,8 @@ import torch
 
 import empanada_models as em
 from empanada_train._config import FINETUNE_LAYERS, TrainConfigError
-from empanada_train._loop import set_trainable_layers
 from empanada_train._finetune import finetune, trainable_model
+from empanada_train._loop import set_trainable_layers
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 STAGES = {"resnet18": ["layer1", "layer2", "layer3", "layer4"],
