@@ -47,7 +47,8 @@ def test_cpu_machine_skips_every_cuda_part_with_a_clear_line(tmp_path):
     assert {p: v["status"].split(":")[0] for p, v in report["parts"].items()} == {
         **{p: "skipped" for p in CUDA_PARTS}, "cpu_smoke": "skipped"}
     summary = (tmp_path / "out" / "summary.txt").read_text()
-    assert "SKIP infer_cuda" in summary and "results in" in summary
+    assert "SKIP infer_cuda" in summary
+    assert "results in" in summary
 
 
 def test_usage_errors():
