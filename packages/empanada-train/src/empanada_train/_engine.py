@@ -628,6 +628,7 @@ def run_loop(spec, *, resume=None, progress=None, should_stop=None):
                                div_factor=spec.schedule_params["div_factor"],
                                final_div_factor=spec.schedule_params["final_div_factor"])
     scaler = torch.amp.GradScaler(device.type, enabled=spec.precision == "fp16")
+    # kept in checkpoints for their format (version 1); the batches come from SampleStream
     generator = torch.Generator()
     generator.manual_seed(spec.seed)
     iteration, history, best, metrics = 0, [], None, None
