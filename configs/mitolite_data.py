@@ -25,9 +25,12 @@ Writes, under OUT (default ``./mitolite_data``):
       empanada segment val/<dataset>/images -o pred/<dataset> --model MitoLite_v1
       empanada evaluate pred/<dataset> val/<dataset>/masks
 
+``--every-slice`` (MitoLite_v2) tiles every Lucchi slice, so all labelled
+training data is used; the held-out parts are the same.
+
 Usage::
 
-    python configs/mitolite_data.py [--data ../shared/data] [--out mitolite_data]
+    python configs/mitolite_data.py [--data ../shared/data] [--out mitolite_data] [--every-slice]
 """
 
 from __future__ import annotations
@@ -73,8 +76,11 @@ def main(argv=None):
     parser.add_argument("--data", default=Path(__file__).resolve().parents[2] / "shared" / "data",
                         type=Path, help="the shared data folder")
     parser.add_argument("--out", default=Path("mitolite_data"), type=Path)
+    parser.add_argument("--every-slice", action="store_true",
+                        help="tile every training slice (MitoLite_v2), not every 2nd Lucchi one")
     args = parser.parse_args(argv)
     for name, (folder, axis, first_val, z_step) in SPLITS.items():
+        z_step = 1 if args.every_slice else z_step
         images = tifffile.imread(args.data / folder / "images.tif")
         labels = tifffile.imread(args.data / folder / "mito_instances_2d.tif").astype(np.uint16)
         train_img, val_img = split(images, axis, first_val)

@@ -108,8 +108,9 @@ def test_short_training_on_lucchi_loss_falls_and_the_model_segments(lucchi, home
     assert len(history) == 30 == result.iterations
     total = [row["total_loss"] for row in history]
     semantic = [row["ce"] + row["pointrend_ce"] for row in history]
-    # the offset term is noisy (patches with and without mitochondria): average 6 batches
-    assert np.mean(total[-6:]) < 0.7 * np.mean(total[:6])
+    # the offset term is noisy (patches with and without mitochondria, one batch can
+    # spike 4x): the median of 6 batches
+    assert np.median(total[-6:]) < 0.7 * np.median(total[:6])
     assert np.mean(semantic[-6:]) < 0.8 * np.mean(semantic[:6])
     # validation ran at 15 and 30 with the empanada-core scores
     evals = [info for info in seen if info["phase"] == "eval"]

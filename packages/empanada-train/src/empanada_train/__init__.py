@@ -19,7 +19,7 @@ __getattr__, __dir__, _public = lazy_loader.attach(
         ],
         "_dataset": [
             "SingleClassInstanceDataset", "PanopticDataset", "example_weights",
-            "weighted_sampler", "compute_norms", "DEFAULT_NORMS",
+            "weighted_sampler", "compute_norms", "DEFAULT_NORMS", "SampleStream",
         ],
         "_targets": [
             "heatmap_and_offsets", "gaussian_kernel_size",
@@ -28,7 +28,7 @@ __getattr__, __dir__, _public = lazy_loader.attach(
             "Compose", "RandomScale", "PadIfNeeded", "RandomCrop", "RandomRotate",
             "HorizontalFlip", "VerticalFlip", "RandomBrightnessContrast", "GaussianBlur",
             "GaussianNoise", "RandomInvert", "FactorPad", "default_train_augmentations",
-            "eval_transform", "ORIGINAL_SCALE_RANGE",
+            "eval_transform", "ORIGINAL_SCALE_RANGE", "RandomGamma", "SectionArtefacts",
         ],
         "_losses": [
             "BootstrapCE", "HeatmapMSE", "OffsetL1", "PointRendLoss", "PanopticLoss",

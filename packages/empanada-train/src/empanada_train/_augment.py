@@ -16,6 +16,8 @@ import numbers
 import numpy as np
 from scipy import ndimage as ndi
 
+from empanada_core.validation import check_int
+
 __all__ = [
     "Compose",
     "RandomScale",
@@ -28,6 +30,8 @@ __all__ = [
     "GaussianBlur",
     "GaussianNoise",
     "RandomInvert",
+    "RandomGamma",
+    "SectionArtefacts",
     "FactorPad",
     "default_train_augmentations",
     "eval_transform",
@@ -47,14 +51,6 @@ def _check_prob(p):
     if not 0 <= p <= 1:
         raise ValueError(f"`p` must be in [0, 1]; got {p!r}")
     return float(p)
-
-
-def _check_int(value, arg_name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"`{arg_name}` must be an integer; got {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{arg_name}` must be >= {minimum}; got {value}")
-    return int(value)
 
 
 def _check_range(value, arg_name, minimum=0.0, strict=False):
@@ -262,7 +258,7 @@ class PadIfNeeded(_Transform):
     """Zero-pad (image and mask) to at least ``min_size`` x ``min_size``, centred."""
 
     def __init__(self, min_size=256):
-        self.min_size = _check_int(min_size, "min_size")
+        self.min_size = check_int(min_size, "min_size")
 
     def __call__(self, image, mask, rng):
         need = [max(0, self.min_size - n) for n in image.shape]
@@ -276,7 +272,7 @@ class RandomCrop(_Transform):
     """Crop a random ``size`` x ``size`` window (image and mask alike)."""
 
     def __init__(self, size=256):
-        self.size = _check_int(size, "size")
+        self.size = check_int(size, "size")
 
     def __call__(self, image, mask, rng):
         h, w = image.shape
@@ -396,11 +392,78 @@ class RandomInvert(_Transform):
         return 1 - image, mask
 
 
+class RandomGamma(_Transform):
+    """``x ** g`` with ``log(g)`` ~ U(-limit, limit): a non-linear contrast (detector) response.
+
+    Parameters
+    ----------
+    limit : float, optional
+        Half-width of the log-gamma range; 0.4 gives gammas 0.67-1.49.
+    p : float, optional
+        Probability of applying it.
+    """
+
+    def __init__(self, limit=0.4, p=0.5):
+        self.limit = _check_nonneg(limit, "limit")
+        self.p = _check_prob(p)
+
+    def __call__(self, image, mask, rng):
+        _check_float_image(image, "RandomGamma")
+        if rng.random() >= self.p:
+            return image, mask
+        gamma = math.exp(rng.uniform(-self.limit, self.limit))
+        out = np.clip(image, 0, 1)
+        return np.power(out, image.dtype.type(gamma), out=out), mask
+
+
+class SectionArtefacts(_Transform):
+    """Missing and duplicated lines, as serial sectioning and scanning leave them.
+
+    Draws 1 to ``max_bands`` bands of rows (or columns, at random) of
+    1 to ``max_width`` pixels. Each band is either *missing* (filled with
+    the image's mean intensity, a dropped scan line or a section gap) or
+    *duplicated* (a copy of the line just before it, a stalled scan or a
+    repeated section strip). The mask is kept: the model learns to bridge
+    the gap.
+
+    Parameters
+    ----------
+    max_bands : int, optional
+        Most bands per image.
+    max_width : int, optional
+        Widest band, in pixels.
+    p : float, optional
+        Probability of applying it.
+    """
+
+    def __init__(self, max_bands=3, max_width=4, p=0.5):
+        self.max_bands = check_int(max_bands, "max_bands")
+        self.max_width = check_int(max_width, "max_width")
+        self.p = _check_prob(p)
+
+    def __call__(self, image, mask, rng):
+        _check_float_image(image, "SectionArtefacts")
+        if rng.random() >= self.p:
+            return image, mask
+        transpose = bool(rng.random() < 0.5)
+        out = np.array(image.T if transpose else image, copy=True)
+        n = out.shape[0]
+        fill = out.dtype.type(out.mean()) if out.size else out.dtype.type(0)
+        for _ in range(int(rng.integers(1, self.max_bands + 1))):
+            width = int(rng.integers(1, min(self.max_width, n) + 1))
+            start = int(rng.integers(0, n - width + 1))
+            if start > 0 and rng.random() < 0.5:
+                out[start:start + width] = out[start - 1]
+            else:
+                out[start:start + width] = fill
+        return (out.T if transpose else out), mask
+
+
 class FactorPad(_Transform):
     """Zero-pad image and mask at the bottom and right to a multiple of ``factor``."""
 
     def __init__(self, factor=128):
-        self.factor = _check_int(factor, "factor")
+        self.factor = check_int(factor, "factor")
 
     def __call__(self, image, mask, rng=None):
         pad = [(0, -n % self.factor) for n in image.shape]
@@ -414,7 +477,7 @@ class FactorPad(_Transform):
 
 def default_train_augmentations(patch_size=256, *, scale_range=(0.5, 2.0), rotate_limit=180.0,
                                 brightness=0.3, contrast=0.3, invert_p=0.0, blur_p=0.0,
-                                noise_p=0.0):
+                                noise_p=0.0, gamma=0.0, artefact_p=0.0, scale_p=0.5):
     """The training augmentations: the original's pipeline with a milder scale range.
 
     Parameters
@@ -432,13 +495,22 @@ def default_train_augmentations(patch_size=256, *, scale_range=(0.5, 2.0), rotat
         Probabilities of the optional intensity inversion (applied first, so
         zero padding stays 0), Gaussian blur and Gaussian noise (applied last).
         0 (off) by default, as in the original.
+    gamma : float, optional
+        Limit of :class:`RandomGamma` (p=0.5); 0 (off) by default.
+    artefact_p : float, optional
+        Probability of :class:`SectionArtefacts` (missing or duplicated
+        lines); 0 (off) by default.
+    scale_p : float, optional
+        Probability of the random rescale (pixel size change).
 
     Returns
     -------
     Compose
         Invert (optional) -> RandomScale -> PadIfNeeded -> RandomCrop ->
-        RandomRotate -> RandomBrightnessContrast -> HorizontalFlip ->
-        VerticalFlip -> GaussianBlur (optional) -> GaussianNoise (optional).
+        RandomRotate -> RandomBrightnessContrast -> RandomGamma (optional) ->
+        HorizontalFlip -> VerticalFlip -> SectionArtefacts (optional; after
+        the rotation, so lines stay along the image axes) -> GaussianBlur
+        (optional) -> GaussianNoise (optional).
 
     Notes
     -----
@@ -454,19 +526,22 @@ def default_train_augmentations(patch_size=256, *, scale_range=(0.5, 2.0), rotat
     >>> image.shape, mask.shape, mask.dtype
     ((64, 64), (64, 64), dtype('uint16'))
     """
-    patch_size = _check_int(patch_size, "patch_size")
+    patch_size = check_int(patch_size, "patch_size")
     transforms = []
     if invert_p:
         transforms.append(RandomInvert(p=invert_p))
     transforms += [
-        RandomScale(scale_range, p=0.5),
+        RandomScale(scale_range, p=scale_p),
         PadIfNeeded(patch_size),
         RandomCrop(patch_size),
         RandomRotate(rotate_limit, p=0.5),
         RandomBrightnessContrast(brightness, contrast, p=0.5),
-        HorizontalFlip(p=0.5),
-        VerticalFlip(p=0.5),
     ]
+    if gamma:
+        transforms.append(RandomGamma(gamma, p=0.5))
+    transforms += [HorizontalFlip(p=0.5), VerticalFlip(p=0.5)]
+    if artefact_p:
+        transforms.append(SectionArtefacts(p=artefact_p))
     if blur_p:
         transforms.append(GaussianBlur(p=blur_p))
     if noise_p:

@@ -80,7 +80,8 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "device": "auto",
         "amp": True,
-        "amp_cpu": False,
+        "amp_cpu": "auto",
+        "channels_last": True,
         "grad_clip": 5.0,
         "encoder_pretraining": None,
         "finetune_layer": None,
@@ -105,9 +106,11 @@ DEFAULTS: dict[str, Any] = {
         "augmentations": {
             "scale_range": [0.5, 2.0], "rotate_limit": 180.0, "brightness": 0.3,
             "contrast": 0.3, "invert_p": 0.0, "blur_p": 0.0, "noise_p": 0.0,
+            "gamma": 0.0, "artefact_p": 0.0, "scale_p": 0.5,
         },
         "save_freq": None,
         "save_every": None,
+        "save_every_minutes": 5.0,
         "print_freq": None,
         "metrics": None,
         "quantize": False,
@@ -343,6 +346,10 @@ def _text(value, key):
     return value
 
 
+def _bool_or_auto(value, key):
+    return value if value == "auto" else _bool(value, key)
+
+
 def _choice(options):
     def check(value, key):
         if value not in options:
@@ -431,6 +438,9 @@ _AUG_KEYS = {
     "invert_p": _float(0.0, 1.0),
     "blur_p": _float(0.0, 1.0),
     "noise_p": _float(0.0, 1.0),
+    "gamma": _float(0.0, 2.0),
+    "artefact_p": _float(0.0, 1.0),
+    "scale_p": _float(0.0, 1.0),
 }
 
 # albumentations entries of original configs -> our options
@@ -543,7 +553,8 @@ _SCHEMA = {
         "seed": _opt(_int(0)),
         "device": _text,
         "amp": _bool,
-        "amp_cpu": _bool,
+        "amp_cpu": _bool_or_auto,
+        "channels_last": _bool,
         "grad_clip": _opt(_float(0.0, open_low=True)),
         "encoder_pretraining": _opt(_path),
         "finetune_layer": _opt(_choice(FINETUNE_LAYERS)),
@@ -582,6 +593,7 @@ _SCHEMA = {
         "augmentations": _augmentations,
         "save_freq": _opt(_int(1)),
         "save_every": _opt(_int(1)),
+        "save_every_minutes": _opt(_float(0.0, open_low=True)),
         "print_freq": _opt(_int(1)),
         "metrics": _opt(_any_list),
         "quantize": _bool,

@@ -23,6 +23,7 @@ __all__ = [
     "PanopticDataset",
     "example_weights",
     "weighted_sampler",
+    "SampleStream",
     "compute_norms",
     "DEFAULT_NORMS",
 ]
@@ -120,6 +121,73 @@ def weighted_sampler(weights, *, num_samples=None, generator=None):
         raise ValueError(f"`num_samples` must be >= 1; got {num_samples}")
     return torch.utils.data.WeightedRandomSampler(
         weights, num_samples=int(num_samples), replacement=True, generator=generator)
+
+
+class SampleStream(torch.utils.data.Sampler):
+    """Batches of ``(example index, augmentation seed)`` that depend only on the seed and the iteration.
+
+    Batch ``i`` is drawn from a generator seeded with ``(seed, i)``: which
+    examples (weighted, with replacement) and the seed of each example's
+    augmentations. So the stream from iteration ``k`` on is the same whether
+    the run started at 0 or was resumed at ``k``, and the same with any number
+    of DataLoader workers. Use it as a DataLoader's ``batch_sampler``.
+
+    Parameters
+    ----------
+    weights : dataset with a ``weights`` attribute, or (N,) array-like
+        Per-example sampling weights (:func:`example_weights`).
+    batch_size : int
+        Examples per batch.
+    seed : int, optional
+        Seed of the whole stream.
+    start : int, optional
+        First iteration (batch) to yield.
+    stop : int or None, optional
+        Iteration to stop before; None: endless.
+
+    Examples
+    --------
+    >>> run = list(SampleStream([1.0, 1.0, 2.0], 2, seed=3, stop=4))
+    >>> resumed = list(SampleStream([1.0, 1.0, 2.0], 2, seed=3, start=2, stop=4))
+    >>> resumed == run[2:]
+    True
+    """
+
+    def __init__(self, weights, batch_size, *, seed=0, start=0, stop=None):
+        if hasattr(weights, "weights") and not isinstance(weights, (np.ndarray, torch.Tensor)):
+            weights = weights.weights
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.ndim != 1 or weights.size == 0:
+            raise ValueError(f"`weights` must be a non-empty 1D sequence; got shape {weights.shape}")
+        if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError("`weights` must be finite, >= 0 and not all zero")
+        for value, arg_name in ((batch_size, "batch_size"), (seed, "seed"), (start, "start")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"`{arg_name}` must be an integer; got {value!r}")
+        if batch_size < 1 or seed < 0 or start < 0:
+            raise ValueError(f"`batch_size` must be >= 1, `seed` and `start` >= 0; got "
+                             f"{batch_size}, {seed}, {start}")
+        self.cumulative = np.cumsum(weights / weights.sum())
+        self.batch_size, self.seed, self.start, self.stop = int(batch_size), int(seed), int(start), stop
+
+    def batch(self, iteration):
+        """The ``(index, seed)`` pairs of batch ``iteration``."""
+        rng = np.random.default_rng((self.seed, int(iteration)))
+        picks = np.searchsorted(self.cumulative, rng.random(self.batch_size), side="right")
+        picks = np.minimum(picks, self.cumulative.size - 1)
+        seeds = rng.integers(0, 2**62, self.batch_size)
+        return [(int(i), int(s)) for i, s in zip(picks, seeds)]
+
+    def __iter__(self):
+        iteration = self.start
+        while self.stop is None or iteration < self.stop:
+            yield self.batch(iteration)
+            iteration += 1
+
+    def __len__(self):
+        if self.stop is None:
+            raise TypeError("an endless SampleStream has no length")
+        return max(0, self.stop - self.start)
 
 
 # ------------------------------------------------------------------- reading
@@ -249,6 +317,11 @@ class _PatchDataset(torch.utils.data.Dataset):
         return [s for _, _, s in self.items]
 
     def _load(self, index):
+        if isinstance(index, tuple):  # (example index, augmentation seed): a SampleStream item
+            index, seed = index
+        else:
+            seed = None
+        index = int(index)
         image_item, mask_item, _ = self.items[index]
         image = _read_2d(image_item, "image")
         mask = _read_mask(mask_item)
@@ -260,9 +333,10 @@ class _PatchDataset(torch.utils.data.Dataset):
         self._check_mask(mask, mask_item)
         x = _scale01(image, self.intensity_mode)
         if self.transforms is not None:
-            # drawn from torch's generator: reproducible with torch.manual_seed and
-            # different in each DataLoader worker and epoch
-            seed = int(torch.randint(0, 2**62, (1,)).item())
+            if seed is None:
+                # drawn from torch's generator: reproducible with torch.manual_seed and
+                # different in each DataLoader worker and epoch
+                seed = int(torch.randint(0, 2**62, (1,)).item())
             x, mask = self.transforms(x, mask, np.random.default_rng(seed))
         mean, std = self.norms
         x = (np.asarray(x, np.float32) - np.float32(mean)) * np.float32(1.0 / std)

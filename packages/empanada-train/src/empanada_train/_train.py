@@ -126,25 +126,37 @@ def resolve_classes(cfg):
 
 def resolve_device(text):
     """``'auto'`` -> cuda when available, else cpu; other strings as torch devices."""
-    if text in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from empanada_models import resolve_device as resolve
+
     try:
-        device = torch.device(text)
-    except (RuntimeError, TypeError) as exc:
-        raise TrainConfigError(f"`TRAIN.device` must be 'auto', 'cpu', 'cuda' or 'cuda:N'; "
-                               f"got {text!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainConfigError(f"`TRAIN.device` {text!r} asks for a GPU, but torch sees none")
-    return device
+        return resolve(text, "TRAIN.device")
+    except ValueError as exc:
+        raise TrainConfigError(str(exc)) from None
+
+
+def cpu_has_native_bf16():
+    """True when oneDNN runs bf16 natively on this CPU (avx512_bf16 or AMX)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(torch.backends.mkldnn.is_available() and check is not None and check())
+    except RuntimeError:
+        return False
 
 
 def resolve_precision(cfg, device):
-    """'bf16' (or 'fp16' on GPUs without bf16) with TRAIN.amp, else 'fp32'."""
+    """'bf16' (or 'fp16' on GPUs without bf16) with TRAIN.amp, else 'fp32'.
+
+    On CPUs ``TRAIN.amp_cpu`` decides: true, false, or 'auto' (the default):
+    bf16 where the CPU computes it natively (:func:`cpu_has_native_bf16`).
+    """
     if not cfg.train["amp"]:
         return "fp32"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cfg.train["amp_cpu"] else "fp32"
+    amp_cpu = cfg.train["amp_cpu"]
+    if amp_cpu == "auto":
+        amp_cpu = cpu_has_native_bf16()
+    return "bf16" if amp_cpu else "fp32"
 
 
 def _existing_dir(cfg, value, key):
@@ -443,7 +455,9 @@ def loop_spec(kind, cfg, *, name, model_dir, model, device, datasets, schedule, 
         single_class=classes.single_class, engine_params=engine_params(cfg, classes),
         optimizer_params=cfg.train["optimizer_params"],
         schedule_params=cfg.train["schedule_params"], config=cfg.to_dict(),
-        norms=tuple(norms), extra=extra,
+        norms=tuple(norms), extra=extra, channels_last=cfg.train["channels_last"],
+        save_every_seconds=(None if cfg.train["save_every_minutes"] is None
+                            else 60.0 * cfg.train["save_every_minutes"]),
     )
 
 
