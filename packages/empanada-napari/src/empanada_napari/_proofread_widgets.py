@@ -8,8 +8,6 @@ buttons). Points are consumed (cleared) after an edit, as in the original.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import napari
 import numpy as np
 from magicgui.widgets import (
@@ -26,6 +24,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info
 
+from ._common import path_of
 from ._proofread import (
     current_plane,
     layer_lines,
@@ -333,8 +332,8 @@ class CountLabelsWidget(_ProofreadWidget):
         self.class_names.native.setMaximumHeight(60)
         self.label_divisor = SpinBox(value=0, min=0, max=2**31 - 1, step=1000,
                                      label="Label divisor (0: all class 1)")
-        self.csv_path = FileEdit(mode="w", filter="*.csv", label="CSV file (optional)")
-        self.csv_path.value = ""
+        self.csv_path = FileEdit(mode="w", filter="*.csv", label="CSV file (optional)",
+                                 nullable=True)
         from qtpy.QtWidgets import QTableWidget
 
         self.table = QTableWidget(0, 0)
@@ -357,9 +356,7 @@ class CountLabelsWidget(_ProofreadWidget):
                                               for a in (0, 1))
         divisor = int(self.label_divisor.value) or None
         names = str(self.class_names.value).strip() or None
-        path = self.csv_path.value
-        path = None if path is None or str(path) in ("", ".") or Path(path).is_dir() \
-            else Path(path)
+        path = path_of(self.csv_path)
         session = self._session(layer, label_divisor=divisor)
         table = session.editor.count(class_names=names, path=path, **kwargs)
         self.last_table = table
