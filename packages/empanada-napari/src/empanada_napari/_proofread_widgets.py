@@ -22,7 +22,7 @@ from magicgui.widgets import (
     TextEdit,
     create_widget,
 )
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 
 from ._common import path_of
 from ._proofread import (
@@ -95,8 +95,9 @@ class _ProofreadWidget(Container):
             show_error(f"{self.title}: {friendly_error(exc)}")
             return None
         if message:
+            # the status line, not a notification: a toast costs a repaint of the window
+            # (tens of ms under software OpenGL) on every edit
             self.status.value = message
-            show_info(message)
         return message
 
     def _history(self, kind):
