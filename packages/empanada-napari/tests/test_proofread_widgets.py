@@ -59,7 +59,7 @@ def test_merge_in_3d_then_ctrl_z_and_ctrl_shift_z(scene, qtbot):
     assert not (layer.data == b).any()
     assert (layer.data == a).sum() == (
         (original == a) | (original == b)).sum()
-    assert len(points.data) == 0  # the points were used up
+    qtbot.waitUntil(lambda: len(points.data) == 0)  # the points were used up
     assert layer.selected_label == a
     press(viewer, Qt.Key.Key_Z)
     np.testing.assert_array_equal(layer.data, original)
