@@ -6,7 +6,9 @@ labels from the shared data folder. Finetuning and training run for real on the 
 throwaway ``EMPANADA_HOME``. Needs a display::
 
     xvfb-run -a -s "-screen 0 1920x1200x24" .venv/bin/python \\
-        packages/empanada-napari/scripts/screenshots_part2.py [--skip-training]
+        packages/empanada-napari/scripts/screenshots_part2.py [proofread] [data] [training]
+
+(the sections named, or all three; training needs the dataset that ``data`` writes).
 """
 
 from __future__ import annotations
@@ -60,7 +62,6 @@ def touching_pair(labels, z):
 def main():
     os.environ.setdefault("EMPANADA_HOME", tempfile.mkdtemp(prefix="empanada-shots-"))
     import tifffile
-    from qtpy.QtWidgets import QApplication
 
     from empanada_core.testing import find_data_dir
 
@@ -83,12 +84,26 @@ def main():
         viewer.reset_view()
         return viewer, image, labels
 
-    app = QApplication.instance()
+    from napari.qt import get_qapp
+
+    app = get_qapp()
     a, b = touching_pair(truth, z)
+    ids = [i for i in np.unique(truth[z]) if i]
+    sections = [arg for arg in sys.argv[1:] if not arg.startswith("-")] or [
+        "proofread", "data", "training"]
+    if "proofread" in sections:
+        proofread_shots(app, scene, truth, z, a, b)
+    datasets = demo_dir("datasets")
+    if "data" in sections:
+        data_shots(app, vol, truth, z, a, b, ids, datasets)
+    if "training" in sections:
+        training_shots(app, vol, datasets)
+
+
+def proofread_shots(app, scene, truth, z, a, b):
 
     # merge: two touching objects, then merged (the status line says what happened)
     viewer, image, labels = scene()
-    app = QApplication.instance()
     points = viewer.add_points(np.array([centre(truth, a, z), centre(truth, b, z)], float),
                                name="clicks", size=12, face_color="red")
     w = dock(viewer, "Merge Labels")
@@ -165,7 +180,12 @@ def main():
     shoot(viewer, app, "next_label")
     viewer.close()
 
-    # pick flipbooks from points with paired labels; save them
+
+
+def data_shots(app, vol, truth, z, a, b, ids, datasets):
+    """Pick flipbooks from points with paired labels; save them (and a validation set)."""
+    import shutil
+
     viewer = fresh_viewer(app)
     image = viewer.add_image(vol, name="lucchi")
     paired = viewer.add_labels(truth.copy(), name="lucchi_mito", visible=False)
@@ -184,7 +204,7 @@ def main():
     shoot(viewer, app, "pick_patches")
     save = dock(viewer, "Save finetune/training patches")
     save.image_layer.value = books
-    datasets = demo_dir("datasets")
+    shutil.rmtree(datasets / "lucchi_mito", ignore_errors=True)
     save.save_dir.value = datasets
     save.dataset_name.value = "lucchi_mito"
     save.overwrite.value = True  # the folder is reused between runs of this script
@@ -195,19 +215,26 @@ def main():
         more, _ = pick.run()
         save.image_layer.value = more
         save.run()
+    # a small validation set: 8 more random flipbooks
+    shutil.rmtree(datasets / "lucchi_mito_val", ignore_errors=True)
+    pick.n_patches.value = 8
+    val, _ = pick.run()
+    save.image_layer.value = val
+    save.dataset_name.value = "lucchi_mito_val"
+    save.run()
     viewer.close()
 
-    if "--skip-training" in sys.argv:
-        return
-    data = datasets / "lucchi_mito"
+
+def training_shots(app, vol, datasets):
+    data, val = datasets / "lucchi_mito", datasets / "lucchi_mito_val"
     viewer = fresh_viewer(app)
     viewer.add_image(vol, name="Lucchi FIB-SEM")
     ft = dock(viewer, "Finetune a model")
     ft.model_name.value = "MitoLite_lucchi"
-    ft.train_dir.value = ft.eval_dir.value = data
+    ft.train_dir.value, ft.eval_dir.value = data, val
     ft.model_dir.value = demo_dir("models") / "MitoLite_lucchi"
-    ft.layers.value = "all"
-    ft.iterations.value, ft.batch_size.value, ft.patch_size.value = 60, 8, 128
+    ft.layers.value = "none"  # decoders and heads: stable on 48 patches
+    ft.iterations.value, ft.batch_size.value, ft.patch_size.value = 30, 4, 128
     ft.overwrite.value = True
     ft.run()
     wait(app, ft, timeout=3000)
@@ -220,10 +247,10 @@ def main():
     viewer.add_image(vol, name="Lucchi FIB-SEM")
     tr = dock(viewer, "Train a model")
     tr.model_name.value = "TinyMito_lucchi"
-    tr.train_dir.value = tr.eval_dir.value = data
+    tr.train_dir.value, tr.eval_dir.value = data, val
     tr.model_dir.value = demo_dir("models") / "TinyMito_lucchi"
     tr.custom_config.value = config
-    tr.iterations.value, tr.batch_size.value, tr.patch_size.value = 120, 8, 128
+    tr.iterations.value, tr.batch_size.value, tr.patch_size.value = 100, 8, 128
     tr.description.value = "Tiny PDL trained on 48 Lucchi patches (screenshot run)"
     tr.overwrite.value = True
     tr.run()
