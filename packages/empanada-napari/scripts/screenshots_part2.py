@@ -167,7 +167,8 @@ def proofread_shots(app, scene, truth, z, a, b):
     viewer, image, labels = scene()
     w = dock(viewer, "Jump to label")
     w.labels_layer.value = labels
-    w.label_id.value = int(ids[-1])
+    found, sizes = np.unique(truth[truth > 0], return_counts=True)
+    w.label_id.value = int(found[np.argmax(sizes)])  # the biggest: easy to see
     viewer.dims.set_current_step(0, 0)
     w.run()
     labels.show_selected_label = True
