@@ -61,3 +61,23 @@ def notes():
 
     start = len(notification_manager.records)
     return lambda: [str(n.message) for n in notification_manager.records[start:]]
+
+
+LUCCHI_BOX = (slice(16, 48), slice(128, 384), slice(768, 1024))  # 6 mitochondria
+
+
+@pytest.fixture(scope="session")
+def lucchi_labels_3d():
+    """32 x 256 x 256 crop of the real Lucchi 3D mitochondria instances (uint16, 6 objects)."""
+    path = data_path("lucchi_epfl_hippocampus") / "mito_instances_3d.tif"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (the Lucchi labels of the shared data)")
+    return np.ascontiguousarray(tifffile.imread(path)[LUCCHI_BOX])
+
+
+@pytest.fixture(scope="session")
+def lucchi_image_3d():
+    """The EM under :func:`lucchi_labels_3d` (32 x 256 x 256 uint8)."""
+    path = data_path("lucchi_epfl_hippocampus") / "images.tif"
+    with tifffile.TiffFile(path) as tif:
+        return np.ascontiguousarray(tif.asarray(key=range(16, 48))[:, 128:384, 768:1024])

@@ -8,7 +8,10 @@ import pytest
 npe2 = pytest.importorskip("npe2")
 
 WIDGETS = ["2D Inference (Parameter Testing)", "3D Inference", "Export Segmentations",
-           "Register a model", "Get model info", "Export a model", "Import a model",
+           "Merge Labels", "Delete Labels", "Split Labels", "Morph Labels", "Filter Labels",
+           "Count Labels", "Jump to label", "Find next available label",
+           "Pick finetune/training patches", "Save finetune/training patches",
+           "Finetune a model", "Train a model", "Register a model", "Get model info", "Export a model", "Import a model",
            "Archive a model"]
 
 

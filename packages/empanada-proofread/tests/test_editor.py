@@ -103,3 +103,30 @@ def test_history_of_another_array_is_refused(tmp_path, volume):
     ep.LabelEditor(volume, history=tmp_path / "h")
     with pytest.raises(ValueError, match="belongs to labels of shape"):
         ep.LabelEditor(np.zeros((2, 2), np.uint32), history=tmp_path / "h")
+
+
+def test_last_record_is_what_undo_and_redo_replayed(volume):
+    editor = ep.LabelEditor(volume)
+    assert editor.last_record is None
+    point = np.argwhere(volume == 3)[0]
+    edit = editor.delete([point])
+    editor.undo()
+    assert editor.last_record is edit.record  # a viewer redraws only these voxels
+    assert (volume.flat[editor.last_record.flat] == edit.record.old).all()
+    editor.redo()
+    assert editor.last_record is edit.record
+    assert (volume.flat[edit.record.flat] == 0).all()
+
+
+def test_record_paint_with_new_values_before_the_write(volume):
+    editor = ep.LabelEditor(volume)
+    original = volume.copy()
+    coords = np.array([[0, 1, 1], [0, 1, 2], [0, 1, 1]])  # (0, 1, 1) painted twice
+    editor.record_paint(coords, [volume[0, 1, 1], volume[0, 1, 2], 5], [5, 5, 9])
+    volume[0, 1, 1], volume[0, 1, 2] = 9, 5  # the paint lands after the record
+    assert editor.history[-1].ids == (5, 9)
+    editor.undo()
+    np.testing.assert_array_equal(volume, original)
+    editor.redo()
+    assert volume[0, 1, 1] == 9
+    assert volume[0, 1, 2] == 5

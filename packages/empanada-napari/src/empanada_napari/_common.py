@@ -82,3 +82,12 @@ def sync_quantized(model, use_gpu, quantized):
     use_gpu.changed.connect(update)
     update()
     return update
+
+
+def path_of(edit):
+    """The path typed or chosen in a FileEdit, or None when it is empty (the FileEdit's
+    ``value`` would be the current folder then)."""
+    from pathlib import Path
+
+    text = str(edit.line_edit.value).strip()
+    return Path(text).expanduser() if text else None

@@ -188,6 +188,9 @@ class LabelEditor:
         self._history = (_DiskHistory(history, self.labels) if history is not None
                          else _MemoryHistory())
         self.index = label_index(self.labels, rebuild=history is not None, progress=progress)
+        #: The EditRecord the last :meth:`undo` or :meth:`redo` replayed (a viewer redraws
+        #: only its voxels), or None before the first one.
+        self.last_record = None
 
     # -- edits -------------------------------------------------------------------------
 
@@ -229,7 +232,7 @@ class LabelEditor:
         """:func:`remove_boundary_labels`, in place."""
         return self._edit(_filters.remove_boundary_labels, **kwargs)
 
-    def record_paint(self, coords, old_values):
+    def record_paint(self, coords, old_values, new_values=None):
         """Record an edit made by other means (napari painting) for undo.
 
         Parameters
@@ -238,6 +241,10 @@ class LabelEditor:
             The voxels that were painted.
         old_values : (n,) array
             Their values before painting (napari's paint event gives both).
+        new_values : scalar or (n,) array, optional
+            Their values after painting; default: read from the array. Give them
+            when the record is made before the paint is written (napari emits
+            its paint event before writing to a zarr-backed layer).
         """
         if isinstance(coords, tuple):
             coords = np.stack([np.asarray(c).reshape(-1) for c in coords], axis=1)
@@ -247,9 +254,18 @@ class LabelEditor:
         old = np.asarray(old_values).reshape(-1)
         if old.size != flat.size:
             raise ValueError(f"`old_values` has {old.size} values for {flat.size} voxels")
+        if new_values is not None:
+            new_values = np.broadcast_to(np.asarray(new_values), old.shape)
+            # a voxel painted twice in one stroke: its first old value, its last new one
+            _, last = np.unique(flat[::-1], return_index=True)
+            new_last = new_values[::-1][last]
         flat, first = np.unique(flat, return_index=True)
         old = old[first]
-        new = _arrays.read_points(self.labels, np.stack(np.unravel_index(flat, shape), axis=1))
+        if new_values is None:
+            new = _arrays.read_points(self.labels,
+                                      np.stack(np.unravel_index(flat, shape), axis=1))
+        else:
+            new = new_last
         part = (flat, old.astype(np.uint64), new.astype(np.uint64))
         record = EditRecord.concatenate(shape, self.labels.dtype, [part])
         edit = Edit("paint", tuple(int(i) for i in np.unique(record.new) if i), (), record,
@@ -293,6 +309,7 @@ class LabelEditor:
         else:
             record.redo(self.labels, index=self.index)
         self._history.end_move(kind)
+        self.last_record = record
 
     # -- queries -----------------------------------------------------------------------
 
