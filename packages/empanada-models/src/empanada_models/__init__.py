@@ -39,7 +39,8 @@ __getattr__, __dir__, _public = lazy_loader.attach(
             "empanada_home", "config_dir", "cache_dir", "models_dir", "archived_dir",
         ],
         "_download": [
-            "download_file", "fetch_model_file", "cached_model_file", "file_sha256",
+            "download_file", "fetch_model_file", "cached_model_file", "cached_download",
+            "file_sha256",
             "ModelDownloadError", "ChecksumError",
         ],
         "_registry": [

@@ -26,8 +26,8 @@ from empanada_core.io import atomic_output, remove_stale_temporaries
 from ._config import ConfigError, ModelConfig
 from ._home import cache_dir, empanada_home
 
-__all__ = ["ChecksumError", "ModelDownloadError", "cached_model_file", "download_file",
-           "fetch_model_file", "file_sha256"]
+__all__ = ["ChecksumError", "ModelDownloadError", "cached_download", "cached_model_file",
+           "download_file", "fetch_model_file", "file_sha256"]
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
@@ -117,6 +117,14 @@ def _verify(path: Path, expected: str | None, what: str, hint: str = "") -> None
             f"checksum mismatch for {what} file {path}: expected sha256 {expected}, got "
             f"{actual}.{(' ' + hint) if hint else ''}"
         )
+
+
+def cached_download(url: str) -> Path | None:
+    """Where :func:`download_file` keeps ``url`` in the cache, or None if not downloaded."""
+    for path in (_cache_path(url), _legacy_cache_path(url)):
+        if path is not None and path.is_file():
+            return path
+    return None
 
 
 def cached_model_file(config, *, quantized: bool = False) -> Path | None:

@@ -98,12 +98,11 @@ class TrainingPlot(Container):
 def cem_weights_path():
     """The CEM1.5M encoder weights in the download cache, or None when not downloaded."""
     try:
-        from empanada_models._registry import _cache_path
+        from empanada_models import cached_download
         from empanada_train._config import CEM_RESNET50_URL
     except ImportError:  # pragma: no cover
         return None
-    path = _cache_path(CEM_RESNET50_URL)
-    return path if path.is_file() else None
+    return cached_download(CEM_RESNET50_URL)
 
 
 def _dir_widget(label, tooltip=""):
