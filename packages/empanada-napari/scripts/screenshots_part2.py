@@ -201,7 +201,9 @@ def data_shots(app, vol, truth, z, a, b, ids, datasets):
     books, book_labels = pick.run()
     image.visible = False
     book_labels.opacity = 0.5
-    viewer.reset_view()
+    # frame one flipbook (reset_view would fit the hidden 512 px source as well)
+    viewer.camera.center = (64, 64)
+    viewer.camera.zoom = 5
     shoot(viewer, app, "pick_patches")
     save = dock(viewer, "Save finetune/training patches")
     save.image_layer.value = books

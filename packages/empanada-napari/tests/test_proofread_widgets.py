@@ -308,3 +308,27 @@ def test_without_points_a_points_layer_is_made_to_click_on(make_napari_viewer,
     made.data = np.array([[0, 0, 0]], float)  # on background
     assert widget.run() is None
     assert "background" in notes()[-1]
+
+
+def test_2d_labels_are_edited_whole_and_redrawn_in_part(make_napari_viewer, lucchi_labels_3d,
+                                                        monkeypatch, qtbot):
+    plane = lucchi_labels_3d[12].astype(np.uint32)
+    viewer = make_napari_viewer(show=True)  # a drawn canvas (napari redraws all before)
+    layer = viewer.add_labels(plane.copy(), name="slice")
+    points = viewer.add_points(np.zeros((0, 2)), ndim=2)
+    qtbot.wait(50)
+    a, b = ids_of(plane)[:2]
+    full_refreshes = []
+    monkeypatch.setattr(layer, "refresh", lambda *args, **kw: full_refreshes.append(1))
+    widget = dock(viewer, "Merge Labels")
+    widget.labels_layer.value, widget.points_layer.value = layer, points
+    points.data = np.array([centre_voxel(plane, a), centre_voxel(plane, b)], float)
+    assert widget.run() is not None
+    assert not (layer.data == b).any()
+    assert (layer.data == a).sum() == ((plane == a) | (plane == b)).sum()
+    assert not full_refreshes  # only the changed region was redrawn
+    # what napari shows for the slice is the edited data
+    np.testing.assert_array_equal(np.asarray(layer._slice.image.raw), layer.data)
+    widget._history("undo")
+    np.testing.assert_array_equal(layer.data, plane)
+    assert not full_refreshes
