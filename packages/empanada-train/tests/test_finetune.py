@@ -19,21 +19,6 @@ TINY = {"encoder": "regnety_200mf", "num_classes": 1, "stage4_stride": 32,
         "ins_decoder": True, "train_num_points": 128, "subdivision_num_points": 512}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared CPU cores: an unscheduled second intra-op thread stalls every op
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMPANADA_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def write_blob_dataset(root, n=4, size=64, seed=0):
     rng = np.random.default_rng(seed)
     (root / "src" / "images").mkdir(parents=True)

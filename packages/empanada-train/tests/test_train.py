@@ -59,22 +59,6 @@ def write_blob_dataset(root, n=6, size=64, seed=0, panoptic=False):
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared CPU cores: a second intra-op thread that is not scheduled stalls every
-    # parallel region (seconds per iteration instead of tens of milliseconds)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("EMPANADA_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 @pytest.fixture
 def blobs(tmp_path):
     return write_blob_dataset(tmp_path / "blobs")

@@ -4,7 +4,6 @@ from importlib.metadata import EntryPoint
 import numpy as np
 import pytest
 import tifffile
-import torch
 import yaml
 
 import empanada_models.cli as models_cli
@@ -29,15 +28,6 @@ def commands(monkeypatch):
     extra = [EntryPoint(name, value, models_cli.COMMAND_GROUP)
              for name, value in OURS.items() if name not in names]
     monkeypatch.setattr(models_cli, "_command_entry_points", lambda: installed + extra)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared CPU cores: an unscheduled second intra-op thread stalls every op
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

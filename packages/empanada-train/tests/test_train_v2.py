@@ -27,15 +27,6 @@ def tiny_config(train_dir, model_dir, **train_keys):
     }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared CPU cores: one intra-op thread keeps the tiny runs fast
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def blobs(tmp_path_factory):
     """Dark blobs on a bright noisy background, as <root>/src/images|masks."""
