@@ -16,8 +16,9 @@ from empanada_train._config import (
 )
 from empanada_train._loop import load_checkpoint, write_log_csv, write_log_plot
 from empanada_train._patches import pick_patches_from_file
+from empanada_train._setup import resolve_classes
 from empanada_train._store import store_patches
-from empanada_train._train import load_pretraining, resolve_classes, train
+from empanada_train._train import load_pretraining, train
 
 # A small, fast architecture: RegNetY-200MF at output stride 32, narrow decoder.
 TINY_MODEL = {

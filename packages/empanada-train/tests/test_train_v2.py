@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from empanada_train import SampleStream, SingleClassInstanceDataset, example_weights
 from empanada_train._config import TrainConfig, TrainConfigError
 from empanada_train._loop import _float_outputs, load_checkpoint
-from empanada_train._train import cpu_has_native_bf16, resolve_precision, train
+from empanada_train._setup import cpu_has_native_bf16, resolve_precision
+from empanada_train._train import train
 
 TINY_MODEL = {
     "arch": "PanopticDeepLabPR", "encoder": "regnety_200mf", "stage4_stride": 32,

@@ -30,7 +30,7 @@ from ._loop import (
     set_trainable_layers,
     timer,
 )
-from ._train import (
+from ._setup import (
     check_name_free,
     eval_items,
     export_quantized,
