@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from empanada_napari._common import viewer_camera
+
 ROOT = Path(__file__).resolve().parents[3]
 OUT = ROOT / "docs" / "images"
 SIZE = (1500, 950)
@@ -137,8 +139,8 @@ def main():
     labels.opacity = 1.0
     viewer.dims.ndisplay = 3
     viewer.reset_view()
-    viewer.camera.angles = (-15, 30, 75)
-    viewer.camera.zoom *= 0.9
+    viewer_camera(viewer).angles = (-15, 30, 75)
+    viewer_camera(viewer).zoom *= 0.9
     shoot(viewer, app, "inference_3d_render")
     viewer.dims.ndisplay = 2
     layer.visible = True

@@ -23,6 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from screenshots import demo_dir, dock, fresh_viewer, shoot, wait  # noqa: E402
 
+from empanada_napari._common import viewer_camera  # noqa: E402
+
 TINY_CONFIG = """\
 MODEL:
   arch: PanopticDeepLabPR
@@ -202,8 +204,8 @@ def data_shots(app, vol, truth, z, a, b, ids, datasets):
     image.visible = False
     book_labels.opacity = 0.5
     # frame one flipbook (reset_view would fit the hidden 512 px source as well)
-    viewer.camera.center = (64, 64)
-    viewer.camera.zoom = 5
+    viewer_camera(viewer).center = (64, 64)
+    viewer_camera(viewer).zoom = 5
     shoot(viewer, app, "pick_patches")
     save = dock(viewer, "Save finetune/training patches")
     save.image_layer.value = books

@@ -91,3 +91,10 @@ def path_of(edit):
 
     text = str(edit.line_edit.value).strip()
     return Path(text).expanduser() if text else None
+
+
+def viewer_camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9 (``viewer.camera``,
+    deprecated there, before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera

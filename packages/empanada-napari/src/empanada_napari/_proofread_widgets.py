@@ -24,7 +24,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error
 
-from ._common import path_of
+from ._common import path_of, viewer_camera
 from ._proofread import (
     current_plane,
     layer_lines,
@@ -421,7 +421,7 @@ class JumpToLabelWidget(_ProofreadWidget):
             if offset + i in self.viewer.dims.not_displayed:
                 self.viewer.dims.set_point(offset + i, world[i])
         # the camera centres on the label in the displayed plane
-        self.viewer.camera.center = tuple(world[d - offset] for d in self.viewer.dims.displayed
+        viewer_camera(self.viewer).center = tuple(world[d - offset] for d in self.viewer.dims.displayed
                                           if d >= offset)
         layer.selected_label = int(loc.label_id)
         layer.visible = True
